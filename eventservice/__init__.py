@@ -1,0 +1,17 @@
+"""eventservice: a remote publish/subscribe event service for Python, built on Pyro5.
+
+The heir of Pyro 3's Event Service. Importing the package registers :class:`Event`
+with Pyro5's serializers.
+"""
+
+from .clients import Publisher, Subscriber
+from .config import EVENTSERVICE_NAME, VERSION as __version__, Settings
+from .event import Event
+from .naming import NameTakenError
+from .server import EventServiceServer, start_es, start_es_loop
+from .service import EventService
+
+__all__ = [
+    "EVENTSERVICE_NAME", "Event", "EventService", "EventServiceServer", "NameTakenError",
+    "Publisher", "Settings", "Subscriber", "start_es", "start_es_loop", "__version__",
+]

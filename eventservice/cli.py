@@ -1,0 +1,243 @@
+"""The ``es`` command: serve an Event Service, or publish, listen and look at one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+import Pyro5
+
+from . import config
+from .clients import ServiceLink, Subscriber, Publisher
+from .event import Event
+
+log = logging.getLogger("eventservice.cli")
+
+SUBCOMMANDS = ("serve", "publish", "listen", "stats", "bench")
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--esuri", help="URI of the Event Service (default: look it up in the name server)")
+    parser.add_argument("-i", "--ident", help=f"passphrase of the Event Service (default: ${config.IDENT_ENV})")
+    _add_ns_options(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
+
+
+def _add_ns_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ns-host", help="name server host (default: $PYRO_NS_HOST, then broadcast)")
+    parser.add_argument("--ns-port", type=int, help="name server port (default: $PYRO_NS_PORT or 9090)")
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> None:
+    d = config
+    parser.add_argument("-n", "--host", default="localhost", help="interface to listen on (default: localhost)")
+    parser.add_argument("-p", "--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    parser.add_argument("-N", "--no-ns", action="store_true", help="serve without a name server; only print the URI")
+    parser.add_argument("-i", "--ident", help=f"passphrase clients must present (default: ${config.IDENT_ENV})")
+    parser.add_argument("--replace", action="store_true",
+                        help="take over the name from another Event Service that still answers")
+    _add_ns_options(parser)
+    limits = parser.add_argument_group("delivery and limits")
+    limits.add_argument("--queue-size", type=int, default=d.DEFAULT_QUEUE_SIZE,
+                        help=f"events queued per subscriber (default {d.DEFAULT_QUEUE_SIZE})")
+    limits.add_argument("--overflow", choices=d.OVERFLOW_POLICIES, default=d.DEFAULT_OVERFLOW,
+                        help="when a subscriber's queue is full: block the publisher for a while, or drop "
+                             f"(default {d.DEFAULT_OVERFLOW})")
+    limits.add_argument("--block-timeout", type=float, default=d.DEFAULT_BLOCK_TIMEOUT,
+                        help=f"seconds a publisher waits for room with --overflow block (default {d.DEFAULT_BLOCK_TIMEOUT})")
+    limits.add_argument("--delivery-threads", type=int, default=d.DEFAULT_DELIVERY_THREADS,
+                        help=f"threads calling subscribers back (default {d.DEFAULT_DELIVERY_THREADS})")
+    limits.add_argument("--delivery-timeout", type=float, default=d.DEFAULT_DELIVERY_TIMEOUT,
+                        help=f"seconds one call to a subscriber may take (default {d.DEFAULT_DELIVERY_TIMEOUT})")
+    limits.add_argument("--max-message-size", type=int, default=d.DEFAULT_MAX_MESSAGE_SIZE,
+                        help=f"largest message in bytes (default {d.DEFAULT_MAX_MESSAGE_SIZE})")
+    limits.add_argument("--max-subject-length", type=int, default=d.DEFAULT_MAX_SUBJECT_LENGTH,
+                        help=f"longest subject or pattern (default {d.DEFAULT_MAX_SUBJECT_LENGTH})")
+    limits.add_argument("--max-subscriptions", type=int, default=d.DEFAULT_MAX_SUBSCRIPTIONS,
+                        help=f"subscriptions per subscriber (default {d.DEFAULT_MAX_SUBSCRIPTIONS})")
+    limits.add_argument("--max-subscribers", type=int, default=d.DEFAULT_MAX_SUBSCRIBERS,
+                        help=f"subscribers of this service (default {d.DEFAULT_MAX_SUBSCRIBERS})")
+    limits.add_argument("--max-connections", type=int, default=d.DEFAULT_MAX_CONNECTIONS,
+                        help=f"client connections served at once (default {d.DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="es", description="Pyro5 Event Service. With no sub-command, serves (same as 'es serve').",
+        epilog="Run 'es SUB-COMMAND --help' for the options of each.")
+    sub = parser.add_subparsers(dest="command", metavar="SUB-COMMAND")
+    _serve_parser(sub.add_parser("serve", help="serve an Event Service (the default)",
+                                 description="Serve an Event Service, registered as "
+                                             f"{config.EVENTSERVICE_NAME} in a Pyro5 name server."))
+    publish = sub.add_parser("publish", help="publish one event", description="Publish one event.")
+    publish.add_argument("subject")
+    publish.add_argument("message", nargs="?", help="the message, a string (None when absent)")
+    publish.add_argument("--json", action="store_true", help="parse MESSAGE as JSON")
+    _add_client_options(publish)
+    listen = sub.add_parser("listen", help="print events as they arrive",
+                            description="Print one line per event: the subject, then the message.")
+    listen.add_argument("subjects", nargs="+", metavar="SUBJECT")
+    listen.add_argument("--match", action="store_true", help="the SUBJECTs are regex patterns")
+    listen.add_argument("-c", "--count", type=int, help="exit after this many events")
+    listen.add_argument("--json", action="store_true", help="print each event as a JSON object")
+    _add_client_options(listen)
+    stats = sub.add_parser("stats", help="show the counters of an Event Service",
+                           description="Show subscribers, subscriptions, events in, delivered, dropped.")
+    stats.add_argument("--json", action="store_true", help="print the counters as JSON")
+    _add_client_options(stats)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.Settings(
+        queue_size=args.queue_size, overflow=args.overflow, block_timeout=args.block_timeout,
+        delivery_threads=args.delivery_threads, delivery_timeout=args.delivery_timeout,
+        max_message_size=args.max_message_size, max_subject_length=args.max_subject_length,
+        max_subscriptions=args.max_subscriptions, max_subscribers=args.max_subscribers,
+        max_connections=args.max_connections, ident=args.ident)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import is_loopback, start_es
+
+    settings = _settings(args)
+    if not is_loopback(args.host) and settings.ident is None:
+        print(f"es: warning: listening on {args.host or 'all interfaces'} with neither passphrase nor TLS: "
+              "anyone who can reach this port can publish and subscribe", file=sys.stderr, flush=True)
+    ns_host = args.ns_host or (Pyro5.config.NS_HOST if args.ns_port else None)
+    server = start_es(args.host, args.port, settings=settings, use_ns=not args.no_ns,
+                      ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say)
+    _say(f"URI: {server.uri}")
+    where = f"registered as {config.EVENTSERVICE_NAME} in the name server at {server.ns_uri}" \
+        if server.ns_uri else "without a name server"
+    _say(f"Event Service started ({where})")
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    server.loop()
+    _say("Event Service stopped")
+    return 0
+
+
+def _client_setup(args: argparse.Namespace) -> None:
+    if args.ns_host:
+        Pyro5.config.NS_HOST = args.ns_host
+    if args.ns_port:
+        Pyro5.config.NS_PORT = args.ns_port
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    _client_setup(args)
+    message: Any = args.message
+    if args.json and message is not None:
+        try:
+            message = json.loads(message)
+        except ValueError as exc:
+            raise ValueError(f"MESSAGE is not valid JSON: {exc}") from None
+    with Publisher(ident=args.ident, esURI=args.esuri) as publisher:
+        publisher.publish(args.subject, message)
+    return 0
+
+
+def _event_line(event: Event, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(event.as_dict(), default=str)
+    message = event.msg if isinstance(event.msg, str) else repr(event.msg)
+    return f"{event.subject} {message}"
+
+
+class _Printer(Subscriber):
+    """Prints each event on one line; stops after ``count`` events if given."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(ident=args.ident, esURI=args.esuri)
+        self.setThreading(False)
+        self.as_json, self.remaining = args.json, args.count
+
+    def event(self, event: Event) -> None:
+        if self.remaining is not None and self.remaining <= 0:
+            return
+        sys.stdout.write(_event_line(event, self.as_json) + "\n")
+        sys.stdout.flush()
+        if self.remaining is not None:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.abort()
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    _client_setup(args)
+    printer = _Printer(args)
+    try:
+        if args.match:
+            printer.subscribeMatch(args.subjects)
+        else:
+            printer.subscribe(args.subjects)
+        print(f"listening on {', '.join(args.subjects)} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        listener = printer.start()
+        while listener.is_alive():
+            listener.join(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        printer.close()
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    _client_setup(args)
+    link = ServiceLink(config.ident_from_env(args.ident), args.esuri)
+    try:
+        stats: Dict[str, Any] = link.call("stats")
+    finally:
+        link.reset()
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        for key in ("subscribers", "subject_subscriptions", "pattern_subscriptions", "published",
+                    "delivered", "dropped", "removed"):
+            print(f"{key:22} {stats.get(key)}")
+        for key in sorted(set(stats) - {"subscribers", "subject_subscriptions", "pattern_subscriptions",
+                                         "published", "delivered", "dropped", "removed"}):
+            print(f"{key:22} {stats[key]}")
+    return 0
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve, "publish": cmd_publish, "listen": cmd_listen, "stats": cmd_stats,
+}
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point of ``es``; returns the exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")
+    parsed = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if parsed.verbose else logging.WARNING,
+                        format="es: %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[parsed.command](parsed)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        if parsed.verbose:
+            log.exception("failed")
+        print(f"es: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

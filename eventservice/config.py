@@ -1,0 +1,71 @@
+"""Named defaults of the Event Service and the settings one service runs with.
+
+Every default can be overridden by keyword (``Settings(queue_size=...)``), and the
+passphrase also by the environment variable ``EVENTSERVICE_IDENT``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+VERSION = "0.1.0"
+EVENTSERVICE_NAME = "Pyro.EventService"  # name in the Pyro5 name server
+IDENT_ENV = "EVENTSERVICE_IDENT"  # environment variable holding the passphrase
+
+DEFAULT_QUEUE_SIZE = 10_000  # events waiting per subscriber
+DEFAULT_OVERFLOW = "block"  # "block" or "drop" when a subscriber's queue is full
+DEFAULT_BLOCK_TIMEOUT = 2.0  # seconds a publisher waits for room with "block"
+DEFAULT_DELIVERY_THREADS = 8  # senders shared by all subscribers
+DEFAULT_DELIVERY_TIMEOUT = 10.0  # seconds one call to a subscriber may take
+DEFAULT_MAX_BATCH = 1000  # events per call to one subscriber, at most
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024  # bytes of one Pyro5 message
+DEFAULT_MAX_SUBJECT_LENGTH = 512  # characters of a subject or pattern
+DEFAULT_MAX_SUBSCRIPTIONS = 10_000  # subjects + patterns of one subscriber
+DEFAULT_MAX_SUBSCRIBERS = 10_000  # subscribers of one service
+DEFAULT_MAX_CONNECTIONS = 2_000  # client connections served at once
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0  # seconds a new connection may take to say hello
+DEFAULT_REGISTER_INTERVAL = 5.0  # seconds between checks of the name server registration
+DEFAULT_CLIENT_TIMEOUT = 5.0  # seconds a client call to the service may take
+DEFAULT_RECONNECT_CHECK = 2.0  # seconds between a Subscriber's checks of its service
+
+OVERFLOW_POLICIES = ("block", "drop")
+
+
+def ident_from_env(ident: Optional[str] = None) -> Optional[str]:
+    """The passphrase given, else the one in ``EVENTSERVICE_IDENT``, else None."""
+    if ident:
+        return ident
+    return os.environ.get(IDENT_ENV) or None
+
+
+@dataclasses.dataclass
+class Settings:
+    """What one Event Service runs with. Validated on creation."""
+
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    overflow: str = DEFAULT_OVERFLOW
+    block_timeout: float = DEFAULT_BLOCK_TIMEOUT
+    delivery_threads: int = DEFAULT_DELIVERY_THREADS
+    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_subject_length: int = DEFAULT_MAX_SUBJECT_LENGTH
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    ident: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {self.overflow!r}")
+        for name in ("queue_size", "delivery_threads", "max_batch", "max_message_size",
+                     "max_subject_length", "max_subscriptions", "max_subscribers", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("block_timeout", "delivery_timeout", "handshake_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        self.ident = ident_from_env(self.ident)

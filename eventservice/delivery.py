@@ -1,0 +1,318 @@
+"""Delivery: a bounded queue per subscriber, drained by a small shared pool of senders.
+
+Order: each subscriber's queue is served by at most one sender at a time, in FIFO order,
+so events reach a subscriber in the order they were posted. Senders drain a queue into
+one two-way call per batch (the project's ``Subscriber`` exposes ``deliverEvents``; a
+plain subscriber gets a Pyro5 batch of ``event()`` calls), then put the subscriber at the
+back of the line, so a busy subscriber cannot starve the others.
+
+Overflow: when a queue holds ``queue_size`` events, ``overflow="drop"`` drops the new
+event for that subscriber and counts it; ``overflow="block"`` makes the posting thread
+wait up to ``block_timeout`` seconds for room, then drop and count. Once a queue has
+stayed full that long, further events for it are dropped at once until a sender takes
+from it again, so a frozen subscriber costs a publisher one wait.
+
+Failures: a subscriber that cannot be reached (refused, reset, closed, unknown object,
+handshake refused) is reported to ``on_gone`` and its queue discarded (counted as
+dropped). A call that times out (a frozen subscriber) drops that batch, counts it, and
+the subscriber keeps its queue. An exception raised by the subscriber's own ``event()``
+counts as delivered and is logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, Hashable, Iterable, List, Optional
+
+from Pyro5 import errors
+from Pyro5.client import BatchProxy, Proxy
+
+from .config import Settings
+from .event import EVENT_CLASS_TAG, Event
+
+log = logging.getLogger(__name__)
+
+BATCH_METHOD = "deliverEvents"  # exposed by eventservice.Subscriber: takes [(subject, msg, time), ...]
+FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
+SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
+
+# how a subscriber is called: found out on the first call
+MODE_BATCH = "batch"  # deliverEvents(list of tuples)
+MODE_EVENT = "event"  # event(Event), in a Pyro5 batch
+MODE_DICT = "dict"  # event(dict), for clients that cannot decode an Event
+
+
+class Mailbox:
+    """The queue and connection of one subscriber. All fields are guarded by ``lock``."""
+
+    def __init__(self, key: str, proxy: Proxy, settings: Settings) -> None:
+        self.key = key
+        self.uri = proxy._pyroUri
+        self.serializer = proxy._pyroSerializer
+        self.settings = settings
+        self.events: Deque[Event] = collections.deque()
+        self.lock = threading.Lock()
+        self.not_full = threading.Condition(self.lock)
+        self.scheduled = False  # in the ready line or being served
+        self.stalled = False  # stayed full for block_timeout: drop at once
+        self.closed = False
+        self.retiring = False  # no subscriptions left: goes away once its queue is empty
+        self.mode: Optional[str] = None
+        self.batch_limit = 1
+        self.proxy: Optional[Proxy] = None  # used only by the sender serving this mailbox
+        self.posted = 0
+        self.delivered = 0
+        self.dropped = 0
+
+    def counters(self) -> Dict[str, Any]:
+        with self.lock:
+            return {"queued": len(self.events), "posted": self.posted, "delivered": self.delivered,
+                    "dropped": self.dropped, "mode": self.mode}
+
+
+class Dispatcher:
+    """Owns the mailboxes and the senders. ``post`` is called by publishing threads."""
+
+    def __init__(self, settings: Settings, on_gone: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.on_gone = on_gone
+        self._mailboxes: Dict[Hashable, Mailbox] = {}
+        self._ready: "queue.SimpleQueue[Optional[Mailbox]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.delivered = 0
+        self.dropped = 0
+        self._senders = [threading.Thread(target=self._serve_forever, name=f"es-sender-{n}", daemon=True)
+                         for n in range(settings.delivery_threads)]
+        for sender in self._senders:
+            sender.start()
+
+    # -- mailboxes ---------------------------------------------------------------------------
+    def ensure(self, key: str, proxy: Proxy) -> None:
+        """Give subscriber ``key`` a mailbox, if it has none."""
+        with self._lock:
+            mailbox = self._mailboxes.get(key)
+            if mailbox is None:
+                self._mailboxes[key] = Mailbox(key, proxy, self.settings)
+            else:
+                with mailbox.lock:
+                    mailbox.retiring = False
+
+    def has(self, key: Hashable) -> bool:
+        return key in self._mailboxes
+
+    def retire(self, key: Hashable) -> None:
+        """``key`` has no subscriptions left: its mailbox goes once what it holds is sent."""
+        with self._lock:
+            mailbox = self._mailboxes.get(key)
+            if mailbox is None:
+                return
+            with mailbox.lock:
+                mailbox.retiring = True
+                busy = mailbox.scheduled
+        if not busy:
+            self._discard_retired(mailbox)
+
+    def _discard_retired(self, mailbox: Mailbox) -> None:
+        with self._lock:
+            if self._mailboxes.get(mailbox.key) is not mailbox or not mailbox.retiring:
+                return
+            del self._mailboxes[mailbox.key]
+        with mailbox.lock:
+            mailbox.closed = True
+        self._release(mailbox)
+
+    def discard(self, key: Hashable) -> None:
+        """Close the mailbox of ``key``; what it still held counts as dropped."""
+        with self._lock:
+            mailbox = self._mailboxes.pop(key, None)
+        if mailbox is not None:
+            with mailbox.lock:
+                mailbox.closed = True
+                lost = len(mailbox.events)
+                mailbox.events.clear()
+                mailbox.dropped += lost
+                mailbox.not_full.notify_all()
+            self._count(0, lost)
+
+    def __len__(self) -> int:
+        return len(self._mailboxes)
+
+    # -- posting -----------------------------------------------------------------------------
+    def post(self, keys: Iterable[Hashable], event: Event) -> None:
+        """Queue ``event`` for each subscriber in ``keys`` (unknown keys are skipped)."""
+        mailboxes = self._mailboxes
+        for key in keys:
+            mailbox = mailboxes.get(key)
+            if mailbox is not None:
+                self._put(mailbox, event)
+
+    def _put(self, mailbox: Mailbox, event: Event) -> None:
+        settings = self.settings
+        with mailbox.lock:
+            if mailbox.closed:
+                return
+            mailbox.posted += 1
+            if len(mailbox.events) >= settings.queue_size:
+                room = settings.overflow == "block" and not mailbox.stalled and self._wait_for_room(mailbox)
+                if not room or mailbox.closed:
+                    mailbox.dropped += 1
+                    self._count(0, 1)
+                    return
+            mailbox.events.append(event)
+            if not mailbox.scheduled:
+                mailbox.scheduled = True
+                self._ready.put(mailbox)
+
+    def _wait_for_room(self, mailbox: Mailbox) -> bool:
+        """Wait (lock held) until the queue has room; False if it stayed full."""
+        deadline = time.monotonic() + self.settings.block_timeout
+        while len(mailbox.events) >= self.settings.queue_size and not mailbox.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                mailbox.stalled = True
+                log.warning("subscriber %s stayed full for %.1fs: dropping its events until it takes one",
+                            mailbox.key, self.settings.block_timeout)
+                return False
+            mailbox.not_full.wait(remaining)
+        return True
+
+    # -- sending -----------------------------------------------------------------------------
+    def _serve_forever(self) -> None:
+        while True:
+            mailbox = self._ready.get()
+            if mailbox is None:
+                return
+            try:
+                self._serve(mailbox)
+            except Exception:  # a bug here must not kill the sender
+                log.exception("delivery to %s failed unexpectedly", mailbox.key)
+                with mailbox.lock:
+                    mailbox.scheduled = False
+
+    def _serve(self, mailbox: Mailbox) -> None:
+        with mailbox.lock:
+            count = min(len(mailbox.events), mailbox.batch_limit)
+            batch = [mailbox.events.popleft() for _ in range(count)]
+            mailbox.stalled = False
+            mailbox.not_full.notify_all()
+        if batch:
+            started = time.monotonic()
+            delivered, dropped = self._send(mailbox, batch) if not mailbox.closed else (0, len(batch))
+            self._adapt(mailbox, time.monotonic() - started, len(batch))
+            with mailbox.lock:
+                mailbox.delivered += delivered
+                mailbox.dropped += dropped
+            self._count(delivered, dropped)
+        with mailbox.lock:
+            if mailbox.events and not mailbox.closed:
+                self._ready.put(mailbox)
+                return
+            mailbox.scheduled = False
+            retired = mailbox.retiring
+        if retired:
+            self._discard_retired(mailbox)
+
+    def _adapt(self, mailbox: Mailbox, seconds: float, sent: int) -> None:
+        if seconds < FAST_CALL and sent >= mailbox.batch_limit:
+            mailbox.batch_limit = min(mailbox.batch_limit * 2, self.settings.max_batch)
+        elif seconds > SLOW_CALL and mailbox.batch_limit > 1:
+            mailbox.batch_limit //= 2
+
+    def _send(self, mailbox: Mailbox, batch: List[Event]) -> "tuple[int, int]":
+        """Deliver ``batch``; returns (delivered, dropped)."""
+        try:
+            proxy = self._proxy(mailbox)
+            return self._call(mailbox, proxy, batch), 0
+        except errors.TimeoutError:
+            log.warning("subscriber %s did not answer within %.1fs: %d events dropped",
+                        mailbox.key, self.settings.delivery_timeout, len(batch))
+            self._release(mailbox)
+            return 0, len(batch)
+        except (errors.CommunicationError, errors.DaemonError, errors.SecurityError, OSError) as exc:
+            log.info("subscriber %s is unreachable (%s): removed", mailbox.key, exc)
+            self._release(mailbox)
+            self.on_gone(mailbox.key)
+            return 0, len(batch)
+
+    def _proxy(self, mailbox: Mailbox) -> Proxy:
+        proxy = mailbox.proxy
+        if proxy is None:
+            proxy = Proxy(mailbox.uri)
+            proxy._pyroSerializer = mailbox.serializer
+            proxy._pyroHandshake = self.settings.ident
+            proxy._pyroTimeout = self.settings.delivery_timeout or None
+            mailbox.proxy = proxy
+        else:
+            proxy._pyroClaimOwnership()
+        if mailbox.mode is None:
+            proxy._pyroBind()
+            mailbox.mode = MODE_BATCH if BATCH_METHOD in proxy._pyroMethods else MODE_EVENT
+        return proxy
+
+    def _release(self, mailbox: Mailbox) -> None:
+        proxy, mailbox.proxy = mailbox.proxy, None
+        if proxy is not None:
+            try:
+                proxy._pyroClaimOwnership()
+                proxy._pyroRelease()
+            except Exception:
+                pass
+
+    def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Event]) -> int:
+        """One call (or a few, after a subscriber's own error) carrying ``batch``."""
+        if mailbox.mode == MODE_BATCH:
+            getattr(proxy, BATCH_METHOD)([(e.subject, e.msg, e.time) for e in batch])
+            return len(batch)
+        pending = batch
+        while pending:
+            calls = BatchProxy(proxy)
+            for event in pending:
+                calls.event(event.as_dict() if mailbox.mode == MODE_DICT else event)
+            done = 0
+            try:
+                for _ in calls():
+                    done += 1
+                return len(batch)
+            except errors.SerializeError as exc:
+                if mailbox.mode == MODE_EVENT and EVENT_CLASS_TAG in str(exc):
+                    log.debug("subscriber %s cannot decode Event: sending dicts", mailbox.key)
+                    mailbox.mode = MODE_DICT
+                    continue
+                # it answered with something we cannot decode (its own exception type)
+                log.info("subscriber %s answered undecodably: %s", mailbox.key, exc)
+                return len(batch)
+            except Exception as exc:
+                if not hasattr(exc, "_pyroTraceback") or isinstance(exc, (errors.DaemonError, errors.SecurityError)):
+                    raise
+                # the subscriber's event() raised on event number `done`: that one was
+                # delivered; the Pyro5 batch stopped there, so send the rest again
+                log.info("subscriber %s raised in event(): %s", mailbox.key, exc)
+                pending = pending[done + 1:]
+        return len(batch)
+
+    def _count(self, delivered: int, dropped: int) -> None:
+        with self._lock:
+            self.delivered += delivered
+            self.dropped += dropped
+
+    # -- questions and shutdown --------------------------------------------------------------
+    def counters(self) -> Dict[str, int]:
+        with self._lock:
+            return {"delivered": self.delivered, "dropped": self.dropped}
+
+    def per_subscriber(self) -> Dict[str, Dict[str, Any]]:
+        with self._lock:
+            mailboxes = list(self._mailboxes.values())
+        return {str(m.key): m.counters() for m in mailboxes}
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the senders (queued events are not delivered)."""
+        for _ in self._senders:
+            self._ready.put(None)
+        deadline = time.monotonic() + timeout
+        for sender in self._senders:
+            sender.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,148 @@
+"""Running an Event Service: ``start_es`` to embed one, ``start_es_loop`` to run one.
+
+Wires the Pyro5 daemon, the service object, the name server (found, or started in this
+process) and the registration keeper.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import threading
+from typing import Any, Callable, Optional
+
+import Pyro5
+from Pyro5.core import URI
+
+from .config import DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
+from .daemon import GuardedDaemon
+from .naming import (RegistrationKeeper, claim_name, find_ns, release_name, start_embedded_ns)
+from .service import EventService
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names only this machine."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def configure_pyro(settings: Settings) -> None:
+    """Set the process-wide Pyro5 configuration an Event Service needs."""
+    Pyro5.config.THREADPOOL_SIZE = max(settings.max_connections, Pyro5.config.THREADPOOL_SIZE_MIN)
+    Pyro5.config.MAX_MESSAGE_SIZE = settings.max_message_size
+    Pyro5.config.SOCK_NODELAY = True
+    Pyro5.config.SERVERTYPE = "thread"
+
+
+class EventServiceServer:
+    """A running Event Service: its daemon, service object and name server ties.
+
+    ``loop()`` serves until ``stop()`` is called (from any thread or a signal handler);
+    then the name is released, the daemon closed and delivery stopped.
+    """
+
+    def __init__(self, daemon: GuardedDaemon, service: EventService, uri: URI,
+                 ns_host: Optional[str], ns_port: Optional[int], ns_uri: Optional[URI],
+                 embedded_ns: Any, keeper: Optional[RegistrationKeeper]) -> None:
+        self.daemon, self.service, self.uri = daemon, service, uri
+        self.ns_host, self.ns_port, self.ns_uri = ns_host, ns_port, ns_uri
+        self.embedded_ns = embedded_ns
+        self.keeper = keeper
+        self._stopping = threading.Event()
+        self._closed = False
+
+    def loop(self) -> None:
+        """Serve requests until :meth:`stop`; then clean up."""
+        try:
+            self.daemon.requestLoop(lambda: not self._stopping.is_set())
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask ``loop()`` to return (safe in a signal handler)."""
+        self._stopping.set()
+        try:
+            self.daemon.transportServer.wakeup()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Release the name, stop the daemon, delivery and any embedded name server."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self.keeper is not None:
+            self.keeper.stop()
+            if not self.keeper.replaced and self.embedded_ns is None:
+                ns = find_ns(self.ns_host, self.ns_port)
+                if ns is not None:
+                    try:
+                        release_name(ns, self.uri)
+                    except Exception as exc:
+                        log.warning("could not unregister from the name server: %s", exc)
+                    finally:
+                        ns._pyroRelease()
+        self.daemon.close()
+        self.service.close()
+        if self.embedded_ns is not None:
+            self.embedded_ns.close()
+
+
+def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Settings] = None,
+             use_ns: bool = True, ns_host: Optional[str] = None, ns_port: Optional[int] = None,
+             replace: bool = False, register_interval: float = DEFAULT_REGISTER_INTERVAL,
+             announce: Callable[[str], None] = log.info) -> EventServiceServer:
+    """Create an Event Service listening on ``host``:``port`` and, unless ``use_ns`` is
+    false, register it as ``Pyro.EventService``. When no name server answers, one is
+    started in this process at ``ns_host``/``ns_port`` (default: Pyro5's NS_HOST/NS_PORT).
+    Raises :class:`~eventservice.naming.NameTakenError` when a live service holds the
+    name and ``replace`` is false. Call ``loop()`` on the result to serve."""
+    settings = settings or Settings()
+    configure_pyro(settings)
+    daemon = GuardedDaemon(host=host, port=port, ident=settings.ident,
+                           handshake_timeout=settings.handshake_timeout)
+    service = EventService(settings)
+    try:
+        uri = daemon.register(service, EVENTSERVICE_NAME)
+        ns_uri = embedded_ns = keeper = None
+        if use_ns:
+            ns = find_ns(ns_host, ns_port)
+            if ns is None:
+                ns_uri, embedded_ns = start_embedded_ns(ns_host or Pyro5.config.NS_HOST,
+                                                        ns_port or Pyro5.config.NS_PORT)
+                announce(f"no name server answered: started a name server at {ns_uri}")
+                ns = find_ns(ns_uri.host, ns_uri.port)
+            else:
+                ns_uri = ns._pyroUri
+            try:
+                claim_name(ns, uri, settings.ident, replace)
+            finally:
+                ns._pyroRelease()
+            keeper = RegistrationKeeper(uri, ns_uri.host, ns_uri.port, register_interval)
+            keeper.start()
+    except BaseException:
+        daemon.close()
+        service.close()
+        raise
+    return EventServiceServer(daemon, service, uri, ns_uri.host if ns_uri else None,
+                              ns_uri.port if ns_uri else None, ns_uri, embedded_ns, keeper)
+
+
+def start_es_loop(host: str = "localhost", port: int = 0, **kwargs: Any) -> None:
+    """Start an Event Service (see :func:`start_es`) and serve until SIGINT or SIGTERM."""
+    server = start_es(host, port, **kwargs)
+    previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.loop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
