@@ -37,7 +37,8 @@ def is_loopback(host: str) -> bool:
 def configure_pyro(settings: Settings) -> None:
     """Set the process-wide Pyro5 configuration an Event Service needs."""
     Pyro5.config.THREADPOOL_SIZE = max(settings.max_connections, Pyro5.config.THREADPOOL_SIZE_MIN)
-    Pyro5.config.MAX_MESSAGE_SIZE = settings.max_message_size
+    # inbound requests are limited by the daemon; outgoing batches to subscribers may be larger
+    Pyro5.config.MAX_MESSAGE_SIZE = max(Pyro5.config.MAX_MESSAGE_SIZE, settings.max_message_size)
     Pyro5.config.SOCK_NODELAY = True
     Pyro5.config.SERVERTYPE = "thread"
 
@@ -109,7 +110,8 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
     settings = settings or Settings()
     configure_pyro(settings)
     daemon = GuardedDaemon(host=host, port=port, ident=settings.ident,
-                           handshake_timeout=settings.handshake_timeout)
+                           handshake_timeout=settings.handshake_timeout,
+                           max_message_size=settings.max_message_size)
     service = EventService(settings)
     try:
         uri = daemon.register(service, EVENTSERVICE_NAME)
