@@ -24,6 +24,10 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--esuri", help="URI of the Event Service (default: look it up in the name server)")
     parser.add_argument("-i", "--ident", help=f"passphrase of the Event Service (default: ${config.IDENT_ENV})")
     _add_ns_options(parser)
+    tls = parser.add_argument_group("TLS (default: Pyro5's PYRO_SSL* settings)")
+    tls.add_argument("--tls-ca", help="CA that signed the Event Service's certificate; turns TLS on")
+    tls.add_argument("--tls-cert", help="this client's certificate (also served by 'listen')")
+    tls.add_argument("--tls-key", help="this client's private key")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
 
 
@@ -41,6 +45,12 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace", action="store_true",
                         help="take over the name from another Event Service that still answers")
     _add_ns_options(parser)
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    tls.add_argument("--tls-key", help="the certificate's private key")
+    tls.add_argument("--tls-ca", help="CA trusted for subscribers' certificates (callbacks) and client certificates")
+    tls.add_argument("--tls-require-client-cert", action="store_true",
+                     help="refuse clients without a certificate signed by --tls-ca")
     limits = parser.add_argument_group("delivery and limits")
     limits.add_argument("--queue-size", type=int, default=d.DEFAULT_QUEUE_SIZE,
                         help=f"events queued per subscriber (default {d.DEFAULT_QUEUE_SIZE})")
@@ -99,7 +109,8 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         delivery_threads=args.delivery_threads, delivery_timeout=args.delivery_timeout,
         max_message_size=args.max_message_size, max_subject_length=args.max_subject_length,
         max_subscriptions=args.max_subscriptions, max_subscribers=args.max_subscribers,
-        max_connections=args.max_connections, ident=args.ident)
+        max_connections=args.max_connections, ident=args.ident, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_ca=args.tls_ca, tls_require_client_cert=args.tls_require_client_cert)
 
 
 def _say(text: str) -> None:
@@ -110,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import is_loopback, start_es
 
     settings = _settings(args)
-    if not is_loopback(args.host) and settings.ident is None:
+    if not is_loopback(args.host) and settings.ident is None and not settings.tls:
         print(f"es: warning: listening on {args.host or 'all interfaces'} with neither passphrase nor TLS: "
               "anyone who can reach this port can publish and subscribe", file=sys.stderr, flush=True)
     ns_host = args.ns_host or (Pyro5.config.NS_HOST if args.ns_port else None)
@@ -133,6 +144,14 @@ def _client_setup(args: argparse.Namespace) -> None:
         Pyro5.config.NS_HOST = args.ns_host
     if args.ns_port:
         Pyro5.config.NS_PORT = args.ns_port
+    if args.tls_ca or args.tls_cert:
+        Pyro5.config.SSL = True
+        if args.tls_ca:
+            Pyro5.config.SSL_CACERTS = args.tls_ca
+        if args.tls_cert:
+            # a client certificate, and the certificate a listener serves callbacks with
+            Pyro5.config.SSL_CLIENTCERT = Pyro5.config.SSL_SERVERCERT = args.tls_cert
+            Pyro5.config.SSL_CLIENTKEY = Pyro5.config.SSL_SERVERKEY = args.tls_key or ""
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -57,6 +57,14 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     ident: Optional[str] = None
+    tls_cert: Optional[str] = None  # the service's certificate (PEM); enables TLS
+    tls_key: Optional[str] = None  # its private key
+    tls_ca: Optional[str] = None  # CA trusted for subscribers' and clients' certificates
+    tls_require_client_cert: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
@@ -69,3 +77,12 @@ class Settings:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         self.ident = ident_from_env(self.ident)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        if (self.tls_ca or self.tls_require_client_cert) and not self.tls_cert:
+            raise ValueError("--tls-ca and --tls-require-client-cert need --tls-cert and --tls-key")
+        if self.tls_require_client_cert and not self.tls_ca:
+            raise ValueError("--tls-require-client-cert needs --tls-ca, the CA that signs client certificates")
+        for path in (self.tls_cert, self.tls_key, self.tls_ca):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"TLS file not found: {path}")

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
-    """True if ``host`` names only this machine."""
-    if host in ("localhost", ""):
-        return host == "localhost"
+    """True if ``host`` names only this machine ("" means every interface)."""
+    if not host:
+        return False
     try:
         return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
     except (OSError, ValueError):
@@ -41,6 +41,16 @@ def configure_pyro(settings: Settings) -> None:
     Pyro5.config.MAX_MESSAGE_SIZE = max(Pyro5.config.MAX_MESSAGE_SIZE, settings.max_message_size)
     Pyro5.config.SOCK_NODELAY = True
     Pyro5.config.SERVERTYPE = "thread"
+    if settings.tls:
+        # one SSL switch per process: the daemon serves TLS, and calls to subscribers and
+        # the name server are TLS too, presenting the service's own certificate
+        Pyro5.config.SSL = True
+        Pyro5.config.SSL_SERVERCERT = settings.tls_cert
+        Pyro5.config.SSL_SERVERKEY = settings.tls_key
+        Pyro5.config.SSL_CLIENTCERT = settings.tls_cert
+        Pyro5.config.SSL_CLIENTKEY = settings.tls_key
+        Pyro5.config.SSL_CACERTS = settings.tls_ca or ""
+        Pyro5.config.SSL_REQUIRECLIENTCERT = settings.tls_require_client_cert
 
 
 class EventServiceServer:
@@ -92,10 +102,25 @@ class EventServiceServer:
                         log.warning("could not unregister from the name server: %s", exc)
                     finally:
                         ns._pyroRelease()
+        _hang_up_clients(self.daemon)
         self.daemon.close()
         self.service.close()
         if self.embedded_ns is not None:
             self.embedded_ns.close()
+
+
+def _hang_up_clients(daemon: GuardedDaemon) -> None:
+    """Shut down the connections of clients still connected, so that closing the daemon
+    does not wait for each of their worker threads in turn."""
+    pool = getattr(daemon.transportServer, "pool", None)
+    for worker in list(getattr(pool, "busy", ())):
+        job = getattr(worker, "job", None)
+        sock = getattr(getattr(job, "csock", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Settings] = None,
