@@ -19,7 +19,9 @@ from Pyro5 import errors
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
-from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, EVENTSERVICE_NAME, ident_from_env
+from . import wire
+from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, EVENTSERVICE_NAME, FALLBACK_SERIALIZER,
+                     FAST_SERIALIZER, ident_from_env)
 from .daemon import GuardedDaemon
 from .event import Event
 from .naming import find_ns
@@ -30,6 +32,11 @@ Subjects = Union[str, Iterable[str]]
 MAX_PENDING = 100_000  # events a batching Publisher holds before publish() waits
 MAX_BATCH = 5_000  # events per publishBatch call
 RECONNECT_ERRORS = (errors.CommunicationError, errors.NamingError, OSError)
+
+
+def not_marshallable(exc: BaseException) -> bool:
+    """True if ``exc`` is marshal refusing a value here (not an error the far side raised)."""
+    return isinstance(exc, (ValueError, TypeError)) and not hasattr(exc, "_pyroTraceback")
 
 
 def check_subjects(subjects: Any, what: str = "subject") -> List[str]:
@@ -67,8 +74,22 @@ class ServiceLink:
         proxy = Proxy(uri)
         proxy._pyroHandshake = self.ident
         proxy._pyroTimeout = self.timeout
+        proxy._pyroSerializer = FAST_SERIALIZER
         proxy._pyroBind()
         return proxy
+
+    def _invoke(self, method: str, args: Tuple[Any, ...]) -> Any:
+        proxy = self._proxy
+        try:
+            return getattr(proxy, method)(*args)
+        except (ValueError, TypeError) as exc:
+            if not not_marshallable(exc):
+                raise
+        proxy._pyroSerializer = FALLBACK_SERIALIZER  # a value marshal cannot carry: this call in serpent
+        try:
+            return getattr(proxy, method)(*args)
+        finally:
+            proxy._pyroSerializer = FAST_SERIALIZER
 
     def call(self, method: str, *args: Any) -> Any:
         """Call ``method`` on the service. A call on a connection that turns out to be
@@ -81,7 +102,7 @@ class ServiceLink:
                 else:
                     self._proxy._pyroClaimOwnership()
                 try:
-                    return getattr(self._proxy, method)(*args)
+                    return self._invoke(method, args)
                 except errors.ConnectionClosedError:
                     self.reset()
                     if fresh:
@@ -126,7 +147,7 @@ class Publisher:
         """Publish ``msg`` on each subject in ``subjects`` (a str or list/tuple of str)."""
         if self._closed:
             raise RuntimeError("publisher is closed")
-        subjects = check_subjects(subjects)
+        subjects = [subjects] if type(subjects) is str else check_subjects(subjects)
         if self._batcher is not None:
             self._batcher.add(subjects, msg)
         else:
@@ -162,7 +183,8 @@ class _Batcher:
     def __init__(self, link: ServiceLink) -> None:
         self.link = link
         self.pending: Deque[Tuple[List[str], Any]] = collections.deque()
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())
+        self.idle = False  # the sender waits for events
         self.in_flight = 0
         self.error: Optional[BaseException] = None
         self.closing = False
@@ -174,13 +196,15 @@ class _Batcher:
             while len(self.pending) >= MAX_PENDING and self.thread.is_alive():
                 self.cond.wait(0.5)
             self.pending.append((subjects, msg))
-            if len(self.pending) == 1:
+            if self.idle:
+                self.idle = False
                 self.cond.notify_all()
 
     def _run(self) -> None:
         while True:
             with self.cond:
                 while not self.pending and not self.closing:
+                    self.idle = True
                     self.cond.wait()
                 if not self.pending:
                     return
@@ -189,7 +213,11 @@ class _Batcher:
                 self.in_flight = count
                 self.cond.notify_all()
             try:
-                self.link.call("publishBatch", batch)
+                packed = wire.pack(batch)
+                if packed is not None:
+                    self.link.call("publishPacked", packed)
+                else:
+                    self.link.call("publishBatch", batch)
             except Exception as exc:
                 log.warning("%d batched events were not accepted: %s", len(batch), exc)
                 with self.cond:
@@ -255,9 +283,14 @@ class Receiver:
         self._subscriber._dispatch(event)
 
     def deliverEvents(self, items: List[Tuple[str, Any, float]]) -> None:
+        """Events as (subject, msg, time) tuples, in order."""
         dispatch = self._subscriber._dispatch
         for subject, msg, when in items:
             dispatch(Event(subject, msg, when))
+
+    def deliverPacked(self, data: bytes) -> None:
+        """Events packed by :func:`eventservice.wire.pack`, in order."""
+        self.deliverEvents(wire.unpack(data))
 
 
 class Subscriber:
@@ -279,6 +312,7 @@ class Subscriber:
         uri = self.daemon.register(self._receiver)
         self._callback = Proxy(uri)
         self._callback._pyroHandshake = self.ident
+        self._callback._pyroSerializer = FAST_SERIALIZER  # the format the service calls back in
         self._subjects: Set[str] = set()
         self._patterns: Set[str] = set()
         self._state_lock = threading.Lock()

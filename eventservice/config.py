@@ -30,6 +30,9 @@ DEFAULT_REGISTER_INTERVAL = 5.0  # seconds between checks of the name server reg
 DEFAULT_CLIENT_TIMEOUT = 5.0  # seconds a client call to the service may take
 DEFAULT_RECONNECT_CHECK = 2.0  # seconds between a Subscriber's checks of its service
 
+FAST_SERIALIZER = "marshal"  # between eventservice's own clients and the service (decodes ~15x faster)
+FALLBACK_SERIALIZER = "serpent"  # for values marshal cannot carry
+
 OVERFLOW_POLICIES = ("block", "drop")
 
 

@@ -26,17 +26,23 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Hashable, Iterable, List, Optional
+from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
 from Pyro5 import errors
 from Pyro5.client import BatchProxy, Proxy
 
-from .config import Settings
+from . import wire
+from .config import FALLBACK_SERIALIZER, Settings
 from .event import EVENT_CLASS_TAG, Event
+
+# An event inside the service is a plain tuple (subject, msg, time): the form the
+# project's Subscriber is sent, built once per event however many subscribers get it.
+Item = Tuple[str, Any, float]
 
 log = logging.getLogger(__name__)
 
 BATCH_METHOD = "deliverEvents"  # exposed by eventservice.Subscriber: takes [(subject, msg, time), ...]
+PACKED_METHOD = "deliverPacked"  # the same list packed by eventservice.wire
 FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
 SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
 
@@ -54,7 +60,7 @@ class Mailbox:
         self.uri = proxy._pyroUri
         self.serializer = proxy._pyroSerializer
         self.settings = settings
-        self.events: Deque[Event] = collections.deque()
+        self.events: Deque[Item] = collections.deque()
         self.lock = threading.Lock()
         self.not_full = threading.Condition(self.lock)
         self.scheduled = False  # in the ready line or being served
@@ -142,30 +148,35 @@ class Dispatcher:
         return len(self._mailboxes)
 
     # -- posting -----------------------------------------------------------------------------
-    def post(self, keys: Iterable[Hashable], event: Event) -> None:
-        """Queue ``event`` for each subscriber in ``keys`` (unknown keys are skipped)."""
-        mailboxes = self._mailboxes
-        for key in keys:
-            mailbox = mailboxes.get(key)
-            if mailbox is not None:
-                self._put(mailbox, event)
-
-    def _put(self, mailbox: Mailbox, event: Event) -> None:
+    def post(self, key: Hashable, items: List[Item]) -> None:
+        """Queue ``items``, in order, for subscriber ``key`` (an unknown key is skipped).
+        May wait for room, as the overflow policy says."""
+        mailbox = self._mailboxes.get(key)
+        if mailbox is None:
+            return
         settings = self.settings
+        dropped = 0
         with mailbox.lock:
             if mailbox.closed:
                 return
-            mailbox.posted += 1
-            if len(mailbox.events) >= settings.queue_size:
-                room = settings.overflow == "block" and not mailbox.stalled and self._wait_for_room(mailbox)
-                if not room or mailbox.closed:
-                    mailbox.dropped += 1
-                    self._count(0, 1)
-                    return
-            mailbox.events.append(event)
-            if not mailbox.scheduled:
+            mailbox.posted += len(items)
+            events = mailbox.events
+            if len(events) + len(items) <= settings.queue_size:
+                events.extend(items)
+            else:
+                for item in items:
+                    if len(events) >= settings.queue_size:
+                        room = settings.overflow == "block" and not mailbox.stalled and self._wait_for_room(mailbox)
+                        if not room or mailbox.closed:
+                            dropped += 1
+                            continue
+                    events.append(item)
+                mailbox.dropped += dropped
+            if events and not mailbox.scheduled:
                 mailbox.scheduled = True
                 self._ready.put(mailbox)
+        if dropped:
+            self._count(0, dropped)
 
     def _wait_for_room(self, mailbox: Mailbox) -> bool:
         """Wait (lock held) until the queue has room; False if it stayed full."""
@@ -222,7 +233,7 @@ class Dispatcher:
         elif seconds > SLOW_CALL and mailbox.batch_limit > 1:
             mailbox.batch_limit //= 2
 
-    def _send(self, mailbox: Mailbox, batch: List[Event]) -> "tuple[int, int]":
+    def _send(self, mailbox: Mailbox, batch: List[Item]) -> "tuple[int, int]":
         """Deliver ``batch``; returns (delivered, dropped)."""
         try:
             proxy = self._proxy(mailbox)
@@ -262,16 +273,26 @@ class Dispatcher:
             except Exception:
                 pass
 
-    def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Event]) -> int:
+    def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Item]) -> int:
         """One call (or a few, after a subscriber's own error) carrying ``batch``."""
         if mailbox.mode == MODE_BATCH:
-            getattr(proxy, BATCH_METHOD)([(e.subject, e.msg, e.time) for e in batch])
+            packed = wire.pack(batch) if PACKED_METHOD in proxy._pyroMethods else None
+            if packed is not None:
+                getattr(proxy, PACKED_METHOD)(packed)
+                return len(batch)
+            # a message marshal cannot carry: this batch as arguments, in serpent
+            chosen, proxy._pyroSerializer = proxy._pyroSerializer, FALLBACK_SERIALIZER
+            try:
+                getattr(proxy, BATCH_METHOD)(batch)
+            finally:
+                proxy._pyroSerializer = chosen
             return len(batch)
         pending = batch
         while pending:
             calls = BatchProxy(proxy)
-            for event in pending:
-                calls.event(event.as_dict() if mailbox.mode == MODE_DICT else event)
+            as_dict = mailbox.mode == MODE_DICT
+            for subject, msg, when in pending:
+                calls.event({"subject": subject, "msg": msg, "time": when} if as_dict else Event(subject, msg, when))
             done = 0
             try:
                 for _ in calls():

@@ -17,16 +17,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
+from . import wire
 from .config import VERSION
 from .config import Settings
-from .delivery import Dispatcher
-from .event import Event
+from .delivery import Dispatcher, Item
 from .matching import SubscriptionIndex
 from .patterns import compile_pattern
 
 log = logging.getLogger(__name__)
 
-Forwarder = Callable[[List[Event]], None]
+Forwarder = Callable[[List[Item]], None]  # receives (subject, msg, time) tuples
 
 
 @expose
@@ -54,6 +54,14 @@ class EventService:
     def publishBatch(self, events: Any) -> int:
         """Publish many events in one call: ``events`` is a list of ``(subjects, message)``
         pairs, accepted in order, all or none. Returns how many events were accepted."""
+        return self._accept(self._checked_batch(events))
+
+    def publishPacked(self, data: Any) -> int:
+        """Like :meth:`publishBatch`, with the list packed by :func:`eventservice.wire.pack`
+        (how ``Publisher(batch=True)`` sends)."""
+        return self._accept(self._checked_batch(wire.unpack(data)))
+
+    def _checked_batch(self, events: Any) -> List[Tuple[List[str], Any]]:
         if not isinstance(events, (list, tuple)):
             raise TypeError("events must be a list of (subjects, message) pairs")
         checked = []
@@ -61,33 +69,40 @@ class EventService:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise TypeError("each event must be a (subjects, message) pair")
             checked.append((self._subjects(item[0], "subject"), item[1]))
-        return self._accept(checked)
+        return checked
 
     def _accept(self, items: Sequence[Tuple[List[str], Any]]) -> int:
         now = time.time()
-        match, post = self.index.match, self.dispatcher.post
-        accepted = []
+        accepted: List[Item] = []
         for subjects, message in items:
             for subject in subjects:
-                event = Event(subject, message, now)
-                keys = match(subject)
-                if keys:
-                    post(keys, event)
-                accepted.append(event)
+                accepted.append((subject, message, now))
+        self._hand_off(accepted)
         with self._counter_lock:
             self.published += len(accepted)
         if self.forward is not None and accepted:
             self.forward(accepted)
         return len(accepted)
 
-    def deliver_remote(self, events: Sequence[Event]) -> None:
+    def _hand_off(self, events: Sequence[Item]) -> None:
+        """Queue each event for every subscriber that wants it, in order."""
+        match = self.index.match
+        per_subscriber: Dict[str, List[Item]] = {}
+        for event in events:
+            for key in match(event[0]):
+                queued = per_subscriber.get(key)
+                if queued is None:
+                    per_subscriber[key] = [event]
+                else:
+                    queued.append(event)
+        post = self.dispatcher.post
+        for key, queued in per_subscriber.items():
+            post(key, queued)
+
+    def deliver_remote(self, events: Sequence[Item]) -> None:
         """Hand events that entered from elsewhere (another host) to local subscribers.
         Not remote; they are not forwarded again."""
-        match, post = self.index.match, self.dispatcher.post
-        for event in events:
-            keys = match(event.subject)
-            if keys:
-                post(keys, event)
+        self._hand_off(events)
 
     # -- subscribing -------------------------------------------------------------------------
     def subscribe(self, subjects: Any, subscriber: Any) -> None:
