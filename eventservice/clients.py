@@ -52,12 +52,16 @@ def check_subjects(subjects: Any, what: str = "subject") -> List[str]:
 
 class ServiceLink:
     """One proxy of the Event Service, shared by threads under a lock, made again after
-    a failure: by ``esURI`` if given, else by name."""
+    a failure: by ``esURI`` if given, else by name. With ``persistent=False`` the
+    connection is closed after each call, so that an idle client (a Subscriber between
+    subscriptions) holds no connection, and no thread, in the service."""
 
-    def __init__(self, ident: Optional[str], esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT) -> None:
+    def __init__(self, ident: Optional[str], esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT,
+                 persistent: bool = True) -> None:
         self.ident = ident
         self.esURI = esURI
         self.timeout = timeout
+        self.persistent = persistent
         self.lock = threading.RLock()
         self._proxy: Optional[Proxy] = None
 
@@ -92,26 +96,29 @@ class ServiceLink:
             proxy._pyroSerializer = FAST_SERIALIZER
 
     def call(self, method: str, *args: Any) -> Any:
-        """Call ``method`` on the service. A call on a connection that turns out to be
-        closed (the service restarted) is tried once more on a new connection."""
+        """Call ``method`` on the service. A call that fails on a connection made earlier
+        (the service restarted or moved) is tried once more on a new one, found anew;
+        a call that timed out is not repeated."""
         with self.lock:
             fresh = self._proxy is None
-            for _ in range(2):
+            while True:
                 if self._proxy is None:
                     self._proxy = self._connect()
                 else:
                     self._proxy._pyroClaimOwnership()
                 try:
                     return self._invoke(method, args)
-                except errors.ConnectionClosedError:
+                except errors.TimeoutError:
+                    self.reset()  # the service may have acted on it: never sent twice
+                    raise
+                except RECONNECT_ERRORS:
                     self.reset()
                     if fresh:
                         raise
-                    fresh = True
-                except RECONNECT_ERRORS:
-                    self.reset()
-                    raise
-            raise AssertionError("unreachable")
+                    fresh = True  # a connection made earlier went stale: once more, anew
+                finally:
+                    if not self.persistent and self._proxy is not None:
+                        self._proxy._pyroRelease()
 
     def reset(self) -> None:
         """Drop the connection; the next call makes a new one."""
@@ -306,7 +313,7 @@ class Subscriber:
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None) -> None:
         self.ident = ident_from_env(ident)
-        self._link = ServiceLink(self.ident, esURI)
+        self._link = ServiceLink(self.ident, esURI, persistent=False)
         self.daemon = GuardedDaemon(ident=self.ident)
         self._receiver = Receiver(self)
         uri = self.daemon.register(self._receiver)
@@ -420,7 +427,7 @@ class Subscriber:
 
     # -- finding the service again ---------------------------------------------------------
     def _watch(self) -> None:
-        link = ServiceLink(self.ident, self._link.esURI)
+        link = ServiceLink(self.ident, self._link.esURI, persistent=False)
         while not self._closed.wait(DEFAULT_RECONNECT_CHECK):
             with self._state_lock:
                 subjects, patterns = sorted(self._subjects), sorted(self._patterns)
