@@ -220,20 +220,37 @@ class _Batcher:
                 self.in_flight = count
                 self.cond.notify_all()
             try:
-                packed = wire.pack(batch)
-                if packed is not None:
-                    self.link.call("publishPacked", packed)
-                else:
-                    self.link.call("publishBatch", batch)
-            except Exception as exc:
-                log.warning("%d batched events were not accepted: %s", len(batch), exc)
-                with self.cond:
-                    if self.error is None:
-                        self.error = exc
+                self._send(batch)
             finally:
                 with self.cond:
                     self.in_flight = 0
                     self.cond.notify_all()
+
+    def _send(self, batch: List[Tuple[List[str], Any]]) -> None:
+        """Send one batch. When the service refuses it (all or nothing: one bad event),
+        send its events one by one, so that only the bad ones are refused."""
+        try:
+            packed = wire.pack(batch)
+            if packed is not None:
+                self.link.call("publishPacked", packed)
+            else:
+                self.link.call("publishBatch", batch)
+            return
+        except Exception as exc:
+            if not hasattr(exc, "_pyroTraceback") or len(batch) == 1:
+                self._failed(len(batch), exc)
+                return
+        for subjects, msg in batch:
+            try:
+                self.link.call("publish", subjects, msg)
+            except Exception as exc:
+                self._failed(1, exc)
+
+    def _failed(self, count: int, exc: BaseException) -> None:
+        log.warning("%d batched events were not accepted: %s", count, exc)
+        with self.cond:
+            if self.error is None:
+                self.error = exc
 
     def flush(self, timeout: Optional[float] = None) -> None:
         with self.cond:

@@ -64,7 +64,7 @@ class Mailbox:
         self.lock = threading.Lock()
         self.not_full = threading.Condition(self.lock)
         self.scheduled = False  # in the ready line or being served
-        self.stalled = False  # stayed full for block_timeout: drop at once
+        self.stalled = False  # stayed full for block_timeout: drop at once until a delivery succeeds
         self.closed = False
         self.retiring = False  # no subscriptions left: goes away once its queue is empty
         self.mode: Optional[str] = None
@@ -208,7 +208,6 @@ class Dispatcher:
         with mailbox.lock:
             count = min(len(mailbox.events), mailbox.batch_limit)
             batch = [mailbox.events.popleft() for _ in range(count)]
-            mailbox.stalled = False
             mailbox.not_full.notify_all()
         if batch:
             started = time.monotonic()
@@ -217,6 +216,8 @@ class Dispatcher:
             with mailbox.lock:
                 mailbox.delivered += delivered
                 mailbox.dropped += dropped
+                if delivered:
+                    mailbox.stalled = False  # it takes events again: publishers may wait for it again
             self._count(delivered, dropped)
         with mailbox.lock:
             if mailbox.events and not mailbox.closed:

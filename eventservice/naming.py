@@ -6,9 +6,9 @@ import logging
 import threading
 from typing import Any, Optional, Tuple
 
-from Pyro5 import errors
+from Pyro5 import config, errors
 from Pyro5.client import Proxy
-from Pyro5.core import URI, locate_ns
+from Pyro5.core import NAMESERVER_NAME, URI, locate_ns
 from Pyro5.nameserver import start_ns
 
 from .config import EVENTSERVICE_NAME
@@ -24,14 +24,31 @@ class NameTakenError(RuntimeError):
 
 def find_ns(host: Optional[str] = None, port: Optional[int] = None) -> Optional[Proxy]:
     """A proxy of the name server at ``host``/``port``; with no host, the usual Pyro5 way
-    (``PYRO_NS_HOST``/``PYRO_NS_PORT``, then broadcast). None when none answers."""
-    try:
-        ns = locate_ns(host or "", port, broadcast=not host)
-        ns._pyroTimeout = NS_TIMEOUT
-        ns._pyroBind()
+    (``PYRO_NS_HOST``/``PYRO_NS_PORT``, then broadcast). None when none answers. Every
+    step is bounded in time: a name server that accepts but never answers counts as none."""
+    ns, stalled = _bind_ns(host or config.NS_HOST, port or config.NS_PORT)
+    if ns is not None or host or stalled:
         return ns
+    try:
+        found = locate_ns("", port, broadcast=True)
     except (errors.PyroError, OSError):
         return None
+    return _bind_ns(found._pyroUri.host, found._pyroUri.port)[0]
+
+
+def _bind_ns(host: str, port: int) -> Tuple[Optional[Proxy], bool]:
+    """(a bound proxy of the name server at host:port or None, whether it stalled)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    ns = Proxy(f"PYRO:{NAMESERVER_NAME}@{host}:{port}")
+    ns._pyroTimeout = NS_TIMEOUT
+    try:
+        ns._pyroBind()
+        return ns, False
+    except errors.TimeoutError:
+        return None, True
+    except (errors.PyroError, OSError):
+        return None, False
 
 
 def start_embedded_ns(host: str, port: int) -> Tuple[URI, Any]:
@@ -62,6 +79,20 @@ def service_answers(uri: Any, ident: Optional[str]) -> bool:
         proxy._pyroRelease()
 
 
+def _tell_replaced(old: Any, new: URI, ident: Optional[str]) -> None:
+    """Tell the Event Service at ``old`` that ``new`` holds the name now, so it stops
+    claiming it at once (best effort: it also finds out at its next check)."""
+    proxy = Proxy(old)
+    proxy._pyroTimeout = NS_TIMEOUT
+    proxy._pyroHandshake = ident
+    try:
+        proxy.replacedBy(str(new))
+    except (errors.PyroError, OSError, AttributeError) as exc:
+        log.debug("could not tell %s it was replaced: %s", old, exc)
+    finally:
+        proxy._pyroRelease()
+
+
 def lookup(ns: Proxy, name: str = EVENTSERVICE_NAME) -> Optional[URI]:
     """The URI registered under ``name``, or None."""
     try:
@@ -80,6 +111,7 @@ def claim_name(ns: Proxy, uri: URI, ident: Optional[str], replace: bool, name: s
                 raise NameTakenError(f"{name} is already registered by a running Event Service at {current} "
                                      f"(use --replace to take it over)")
             log.warning("taking over %s from %s", name, current)
+            _tell_replaced(current, uri, ident)
         else:
             log.info("taking over %s from %s, which no longer answers", name, current)
         ns.remove(name)
@@ -104,8 +136,15 @@ class RegistrationKeeper(threading.Thread):
         self.stopped = threading.Event()
         self.replaced = False
 
+    def replaced_by(self, uri: str) -> None:
+        """Another Event Service took the name over: stop claiming it."""
+        if uri != str(self.uri):
+            log.warning("%s was taken over by %s: no longer claiming it", self.name, uri)
+            self.replaced = True
+            self.stopped.set()
+
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        while not self.stopped.wait(self.interval) and not self.replaced:
             ns = find_ns(self.ns_host, self.ns_port)
             if ns is None:
                 continue

@@ -23,6 +23,8 @@ from .service import EventService
 
 log = logging.getLogger(__name__)
 
+RELEASE_DEADLINE = 3.0  # seconds closing may spend unregistering from the name server
+
 
 def is_loopback(host: str) -> bool:
     """True if ``host`` names only this machine ("" means every interface)."""
@@ -85,6 +87,16 @@ class EventServiceServer:
         except Exception:
             pass
 
+    def _release_name(self) -> None:
+        ns = find_ns(self.ns_host, self.ns_port)
+        if ns is not None:
+            try:
+                release_name(ns, self.uri)
+            except Exception as exc:
+                log.warning("could not unregister from the name server: %s", exc)
+            finally:
+                ns._pyroRelease()
+
     def close(self) -> None:
         """Release the name, stop the daemon, delivery and any embedded name server."""
         if self._closed:
@@ -94,14 +106,9 @@ class EventServiceServer:
         if self.keeper is not None:
             self.keeper.stop()
             if not self.keeper.replaced and self.embedded_ns is None:
-                ns = find_ns(self.ns_host, self.ns_port)
-                if ns is not None:
-                    try:
-                        release_name(ns, self.uri)
-                    except Exception as exc:
-                        log.warning("could not unregister from the name server: %s", exc)
-                    finally:
-                        ns._pyroRelease()
+                releaser = threading.Thread(target=self._release_name, name="es-unregister", daemon=True)
+                releaser.start()
+                releaser.join(RELEASE_DEADLINE)
         _hang_up_clients(self.daemon)
         self.daemon.close()
         self.service.close()
@@ -155,6 +162,7 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
             finally:
                 ns._pyroRelease()
             keeper = RegistrationKeeper(uri, ns_uri.host, ns_uri.port, register_interval)
+            service.on_replaced = keeper.replaced_by
             keeper.start()
     except BaseException:
         daemon.close()

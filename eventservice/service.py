@@ -36,6 +36,7 @@ class EventService:
     def __init__(self, settings: Optional[Settings] = None, forward: Optional[Forwarder] = None) -> None:
         self.settings = settings or Settings()
         self.forward = forward  # receives the events published here, e.g. for a backbone
+        self.on_replaced: Optional[Callable[[str], None]] = None  # told when another service took the name
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
         self.index = SubscriptionIndex(self.settings.max_subscriptions)
@@ -156,6 +157,13 @@ class EventService:
             log.warning("removed unreachable subscriber %s", key)
 
     # -- questions ---------------------------------------------------------------------------
+    def replacedBy(self, uri: str) -> None:
+        """Called by an Event Service that took over this one's name: stop claiming it."""
+        if not isinstance(uri, str):
+            raise TypeError("uri must be a str")
+        if self.on_replaced is not None:
+            self.on_replaced(uri)
+
     def ping(self) -> str:
         """The id of this run of the service; a new one each start."""
         return self.instance_id

@@ -184,3 +184,28 @@ def test_es_registers_again_after_the_name_server_restarts(cluster):
     wait_for(lambda: lookup() == es.uri, 30, "es to register in the new name server")
     assert es.proc.poll() is None
     assert pings(es.uri)
+
+
+def test_sigterm_exits_within_5s_even_when_the_name_server_is_frozen(cluster):
+    ns = cluster.start_ns()
+    es = cluster.es()
+    assert pings(es.uri)
+    ns.signal(signal.SIGSTOP)  # accepts connections (kernel backlog), never answers
+    es.signal(signal.SIGTERM)
+    assert es.wait_exit(5) == 0, es.output()
+
+
+def test_replaced_es_does_not_reclaim_the_name_after_a_name_server_restart(cluster):
+    ns = cluster.start_ns()
+    first = cluster.es()
+    second = cluster.es("--replace")
+    assert lookup() == second.uri
+    ns.signal(signal.SIGKILL)
+    ns.wait_exit(10)
+    cluster.start_ns()
+    wait_for(lambda: lookup() is not None, 30, "an es to register in the new name server")
+    deadline = time.monotonic() + REGISTER_INTERVAL + 2  # a check of each es
+    while time.monotonic() < deadline:
+        assert lookup() == second.uri, "the replaced es holds the name"
+        time.sleep(0.25)
+    assert pings(first.uri)

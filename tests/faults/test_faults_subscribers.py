@@ -166,9 +166,6 @@ def test_faulty_subscribers_beside_healthy_ones(cluster, policy):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason="BUG: with --overflow block a frozen subscriber costs the publisher one "
-                                       "block-timeout wait per delivery retry, not one wait (delivery.py resets "
-                                       "Mailbox.stalled when a sender pops a batch, even if the call then times out)")
 def test_frozen_subscriber_costs_a_publisher_one_wait(cluster):
     """es --overflow block --block-timeout 1 --queue-size 50 --delivery-timeout 2, one healthy
     and one frozen (SIGSTOP) project Subscriber process, a publisher publishing paced events
