@@ -107,6 +107,16 @@ class SubscriptionIndex:
                 self._cache[subject] = found
         return found
 
+    def has(self, key: Hashable) -> bool:
+        """True if ``key`` holds at least one subscription."""
+        return key in self._subjects_of or key in self._patterns_of
+
+    def interest(self) -> Tuple[FrozenSet[str], bool]:
+        """(the casefolded exact subjects anyone holds, whether anyone holds a pattern):
+        what this index wants from elsewhere."""
+        with self._lock:
+            return frozenset(self._exact), bool(self._patterns)
+
     def subscribers(self) -> Set[Hashable]:
         """Keys with at least one subscription."""
         with self._lock:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from Pyro5.api import expose
 from Pyro5.client import Proxy
@@ -37,6 +37,8 @@ class EventService:
         self.settings = settings or Settings()
         self.forward = forward  # receives the events published here, e.g. for a backbone
         self.on_replaced: Optional[Callable[[str], None]] = None  # told when another service took the name
+        # told (exact subjects casefolded, any patterns?) after every subscription change
+        self.on_interest: Optional[Callable[[FrozenSet[str], bool], None]] = None
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
         self.index = SubscriptionIndex(self.settings.max_subscriptions)
@@ -132,8 +134,9 @@ class EventService:
         key = self._key(subscriber)
         with self._changes:
             self.index.remove(key, names)
-            if key not in self.index.subscribers():
+            if not self.index.has(key):
                 self.dispatcher.retire(key)
+            self._interest_changed()
 
     def _admit(self, key: str, subscriber: Proxy) -> None:
         if not self.dispatcher.has(key) and len(self.dispatcher) >= self.settings.max_subscribers:
@@ -144,13 +147,19 @@ class EventService:
         try:
             change()
         finally:
-            if key not in self.index.subscribers():
+            if not self.index.has(key):
                 self.dispatcher.retire(key)
+            self._interest_changed()
+
+    def _interest_changed(self) -> None:
+        if self.on_interest is not None:
+            self.on_interest(*self.index.interest())
 
     def _subscriber_gone(self, key: str) -> None:
         with self._changes:
             had = self.index.remove_subscriber(key)
             self.dispatcher.discard(key)
+            self._interest_changed()
         if had:
             with self._counter_lock:
                 self.removed += 1
