@@ -39,6 +39,8 @@ class EventService:
         self.on_replaced: Optional[Callable[[str], None]] = None  # told when another service took the name
         # told (exact subjects casefolded, any patterns?) after every subscription change
         self.on_interest: Optional[Callable[[FrozenSet[str], bool], None]] = None
+        # more sections of stats(), e.g. {"backbone": backbone.stats}
+        self.stats_sections: Dict[str, Callable[[], Any]] = {}
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
         self.index = SubscriptionIndex(self.settings.max_subscriptions)
@@ -185,6 +187,8 @@ class EventService:
         result.update(self.index.counts())
         result.update({"id": self.instance_id, "version": VERSION, "started": self.started,
                        "overflow": self.settings.overflow, "queue_size": self.settings.queue_size})
+        for name, section in self.stats_sections.items():
+            result[name] = section()
         if per_subscriber:
             result["per_subscriber"] = self.dispatcher.per_subscriber()
         return result
