@@ -26,6 +26,10 @@ DEFAULT_MAX_SUBSCRIPTIONS = 10_000  # subjects + patterns of one subscriber
 DEFAULT_MAX_SUBSCRIBERS = 10_000  # subscribers of one service
 DEFAULT_MAX_CONNECTIONS = 2_000  # client connections served at once
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0  # seconds a new connection may take to say hello
+DEFAULT_HEARTBEAT = 10.0  # seconds a subscriber may stay silent before it must answer a heartbeat
+DEFAULT_REQUEST_TIMEOUT = 5.0  # seconds a request waits for its first answer
+MAX_REQUEST_TIMEOUT = 300.0  # seconds, the longest a request may ask to wait
+PRESENCE_PREFIX = "es.presence."  # reserved subjects the service publishes presence events on
 DEFAULT_REGISTER_INTERVAL = 5.0  # seconds between checks of the name server registration
 DEFAULT_CLIENT_TIMEOUT = 5.0  # seconds a client call to the service may take
 DEFAULT_RECONNECT_CHECK = 2.0  # seconds between a Subscriber's checks of its service
@@ -59,6 +63,7 @@ class Settings:
     max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    heartbeat: float = DEFAULT_HEARTBEAT  # 0: no liveness checks
     ident: Optional[str] = None
     tls_cert: Optional[str] = None  # the service's certificate (PEM); enables TLS
     tls_key: Optional[str] = None  # its private key
@@ -76,7 +81,7 @@ class Settings:
                      "max_subject_length", "max_subscriptions", "max_subscribers", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("block_timeout", "delivery_timeout", "handshake_timeout"):
+        for name in ("block_timeout", "delivery_timeout", "handshake_timeout", "heartbeat"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         self.ident = ident_from_env(self.ident)

@@ -32,7 +32,7 @@ from Pyro5 import errors
 from Pyro5.client import BatchProxy, Proxy
 
 from . import wire
-from .config import FALLBACK_SERIALIZER, Settings
+from .config import FALLBACK_SERIALIZER, FAST_SERIALIZER, Settings
 from .event import EVENT_CLASS_TAG, Event
 
 # An event inside the service is a plain tuple (subject, msg, time): the form the
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BATCH_METHOD = "deliverEvents"  # exposed by eventservice.Subscriber: takes [(subject, msg, time), ...]
 PACKED_METHOD = "deliverPacked"  # the same list packed by eventservice.wire
+HEARTBEAT_METHOD = "heartbeat"  # exposed by eventservice.Subscriber: takes the service's instance id
 FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
 SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
 
@@ -68,8 +69,12 @@ class Mailbox:
         self.closed = False
         self.retiring = False  # no subscriptions left: goes away once its queue is empty
         self.mode: Optional[str] = None
+        self.packs = False  # it takes packed batches (deliverPacked)
         self.batch_limit = 1
         self.proxy: Optional[Proxy] = None  # used only by the sender serving this mailbox
+        self.last_contact = time.monotonic()  # of the last call it answered
+        self.suspect = False  # its last call timed out: not live until it answers again
+        self.ping_due = False  # a heartbeat is to be sent
         self.posted = 0
         self.delivered = 0
         self.dropped = 0
@@ -81,11 +86,18 @@ class Mailbox:
 
 
 class Dispatcher:
-    """Owns the mailboxes and the senders. ``post`` is called by publishing threads."""
+    """Owns the mailboxes and the senders. ``post`` is called by publishing threads.
 
-    def __init__(self, settings: Settings, on_gone: Callable[[str], None]) -> None:
+    Liveness: with ``settings.heartbeat`` > 0, a subscriber that answered no call for that
+    many seconds is sent a heartbeat (the project's Subscriber learns the service's id from
+    it; for others it is a fresh connection and handshake), which it must answer within the
+    same time, or it is removed like an unreachable one. ``on_gone(key, reason)`` is called
+    for every subscriber found dead."""
+
+    def __init__(self, settings: Settings, on_gone: Callable[[str, str], None], instance_id: str = "") -> None:
         self.settings = settings
         self.on_gone = on_gone
+        self.instance_id = instance_id
         self._mailboxes: Dict[Hashable, Mailbox] = {}
         self._ready: "queue.SimpleQueue[Optional[Mailbox]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -95,6 +107,9 @@ class Dispatcher:
                          for n in range(settings.delivery_threads)]
         for sender in self._senders:
             sender.start()
+        self._stopping = threading.Event()
+        if settings.heartbeat > 0:
+            threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
     # -- mailboxes ---------------------------------------------------------------------------
     def ensure(self, key: str, proxy: Proxy) -> None:
@@ -109,6 +124,17 @@ class Dispatcher:
 
     def has(self, key: Hashable) -> bool:
         return key in self._mailboxes
+
+    def where(self, key: Hashable) -> Optional[Tuple[Any, Optional[str]]]:
+        """(URI, serializer) of subscriber ``key``, or None."""
+        mailbox = self._mailboxes.get(key)
+        return None if mailbox is None else (mailbox.uri, mailbox.serializer)
+
+    def is_live(self, key: Hashable) -> bool:
+        """False for a subscriber that is frozen as far as we know: its queue stayed full,
+        or its last call timed out."""
+        mailbox = self._mailboxes.get(key)
+        return mailbox is not None and not mailbox.stalled and not mailbox.suspect
 
     def retire(self, key: Hashable) -> None:
         """``key`` has no subscriptions left: its mailbox goes once what it holds is sent."""
@@ -209,6 +235,14 @@ class Dispatcher:
             count = min(len(mailbox.events), mailbox.batch_limit)
             batch = [mailbox.events.popleft() for _ in range(count)]
             mailbox.not_full.notify_all()
+            # a heartbeat when due and idle, and before anything else once a call timed out
+            ping = (mailbox.ping_due and not batch) or (mailbox.suspect and self.settings.heartbeat > 0)
+            mailbox.ping_due = False
+        if ping and not mailbox.closed:
+            self._heartbeat(mailbox)
+        if batch and mailbox.closed:
+            self._count(0, len(batch))
+            batch = []
         if batch:
             started = time.monotonic()
             delivered, dropped = self._send(mailbox, batch) if not mailbox.closed else (0, len(batch))
@@ -238,17 +272,63 @@ class Dispatcher:
         """Deliver ``batch``; returns (delivered, dropped)."""
         try:
             proxy = self._proxy(mailbox)
-            return self._call(mailbox, proxy, batch), 0
+            delivered = self._call(mailbox, proxy, batch)
+            mailbox.last_contact, mailbox.suspect = time.monotonic(), False
+            return delivered, 0
         except errors.TimeoutError:
             log.warning("subscriber %s did not answer within %.1fs: %d events dropped",
                         mailbox.key, self.settings.delivery_timeout, len(batch))
+            mailbox.suspect = True
             self._release(mailbox)
             return 0, len(batch)
         except (errors.CommunicationError, errors.DaemonError, errors.SecurityError, OSError) as exc:
-            log.info("subscriber %s is unreachable (%s): removed", mailbox.key, exc)
-            self._release(mailbox)
-            self.on_gone(mailbox.key)
+            self._gone(mailbox, f"unreachable: {exc}")
             return 0, len(batch)
+        except Exception as exc:
+            if not hasattr(exc, "_pyroTraceback"):
+                raise
+            log.warning("subscriber %s refused %d events: %s", mailbox.key, len(batch), exc)
+            return 0, len(batch)
+
+    def _gone(self, mailbox: Mailbox, reason: str) -> None:
+        log.info("subscriber %s is %s: removed", mailbox.key, reason)
+        self._release(mailbox)
+        self.on_gone(mailbox.key, reason)
+
+    def _heartbeat(self, mailbox: Mailbox) -> None:
+        """Check that an idle subscriber still answers; remove it if it does not."""
+        try:
+            proxy = self._proxy(mailbox)
+            proxy._pyroTimeout = self.settings.heartbeat
+            try:
+                if mailbox.mode == MODE_BATCH and HEARTBEAT_METHOD in proxy._pyroMethods:
+                    getattr(proxy, HEARTBEAT_METHOD)(self.instance_id)
+                else:
+                    proxy._pyroRelease()
+                    proxy._pyroBind()
+            finally:
+                proxy._pyroTimeout = self.settings.delivery_timeout or None
+            mailbox.last_contact, mailbox.suspect = time.monotonic(), False
+        except errors.TimeoutError:
+            self._gone(mailbox, f"not answering (no answer to a heartbeat within {self.settings.heartbeat:g}s)")
+        except (errors.PyroError, OSError) as exc:
+            self._gone(mailbox, f"unreachable: {exc}")
+
+    def _watch_liveness(self) -> None:
+        interval = self.settings.heartbeat
+        while not self._stopping.wait(interval / 2):
+            now = time.monotonic()
+            with self._lock:
+                mailboxes = list(self._mailboxes.values())
+            for mailbox in mailboxes:
+                if now - mailbox.last_contact < interval:
+                    continue
+                with mailbox.lock:
+                    if mailbox.scheduled or mailbox.closed:
+                        continue
+                    mailbox.ping_due = mailbox.scheduled = True
+                    mailbox.last_contact = now  # one heartbeat per interval
+                self._ready.put(mailbox)
 
     def _proxy(self, mailbox: Mailbox) -> Proxy:
         proxy = mailbox.proxy
@@ -263,6 +343,8 @@ class Dispatcher:
         if mailbox.mode is None:
             proxy._pyroBind()
             mailbox.mode = MODE_BATCH if BATCH_METHOD in proxy._pyroMethods else MODE_EVENT
+            # packed bytes pay only where they cross as bytes (marshal), not as serpent's base64
+            mailbox.packs = PACKED_METHOD in proxy._pyroMethods and mailbox.serializer == FAST_SERIALIZER
         return proxy
 
     def _release(self, mailbox: Mailbox) -> None:
@@ -277,7 +359,7 @@ class Dispatcher:
     def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Item]) -> int:
         """One call (or a few, after a subscriber's own error) carrying ``batch``."""
         if mailbox.mode == MODE_BATCH:
-            packed = wire.pack(batch) if PACKED_METHOD in proxy._pyroMethods else None
+            packed = wire.pack(batch) if mailbox.packs else None
             if packed is not None:
                 getattr(proxy, PACKED_METHOD)(packed)
                 return len(batch)
@@ -333,6 +415,7 @@ class Dispatcher:
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the senders (queued events are not delivered)."""
+        self._stopping.set()
         for _ in self._senders:
             self._ready.put(None)
         deadline = time.monotonic() + timeout

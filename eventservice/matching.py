@@ -2,24 +2,65 @@
 
 Pure data, no sockets. Subscribers are opaque hashable keys (the service uses the
 subscriber's URI string). Exact subjects are case-insensitive (``str.casefold``);
-patterns follow :mod:`eventservice.patterns`. The answer for a subject is a frozenset,
-so a subscriber matched by several subscriptions is named once; answers are cached per
-subject as spelled and the cache is dropped on every change.
+patterns follow :mod:`eventservice.patterns`. A subscription may carry options: a work
+queue ``group`` (an event goes to one member of each group) and a content ``filter``.
 
-Thread-safety: every method may be called from any thread. ``match`` takes no lock on a
+The answer for a subject is a :class:`Route`, computed once per subject as spelled and
+cached until the next change: the keys that get every event on it (each once, however
+many subscriptions match), the keys that get it only if a filter passes, and the groups.
+
+Thread-safety: every method may be called from any thread. ``route`` takes no lock on a
 cache hit.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Dict, FrozenSet, Hashable, Iterable, List, Set, Tuple
+from typing import Any, Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
 
-from .patterns import Pattern, compile_pattern
+from .filters import Filter
+from .patterns import Pattern
 
 MAX_CACHED_SUBJECTS = 100_000  # distinct subjects remembered before the cache starts over
 
-_NOBODY: FrozenSet[Hashable] = frozenset()
+
+class Options:
+    """What a subscription carries besides its subject: a group and a filter (both optional)."""
+
+    __slots__ = ("group", "filter", "spec")
+
+    def __init__(self, group: Optional[str] = None, filter: Optional[Filter] = None, spec: Any = None) -> None:
+        self.group = group
+        self.filter = filter
+        self.spec = spec  # the filter as given, for reporting
+
+
+PLAIN = Options()  # no group, no filter
+
+
+class Route:
+    """Who gets an event on one subject.
+
+    ``plain``: keys that get every event; ``conditional``: (key, filters) for keys that get
+    an event when any of their filters passes; ``groups``: (group, members) where members
+    are (key, filter or None) and one passing member gets the event; ``keys``: all keys."""
+
+    __slots__ = ("plain", "conditional", "groups", "keys")
+
+    def __init__(self, plain: FrozenSet[Hashable], conditional: Tuple[Tuple[Hashable, Tuple[Filter, ...]], ...],
+                 groups: Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...]) -> None:
+        self.plain = plain
+        self.conditional = conditional
+        self.groups = groups
+        self.keys = plain.union(k for k, _ in conditional).union(k for _, ms in groups for k, _ in ms)
+
+    @property
+    def simple(self) -> bool:
+        """True when every key in ``plain`` gets every event and nobody else does."""
+        return not self.conditional and not self.groups
+
+
+NOWHERE = Route(frozenset(), (), ())
 
 
 class SubscriptionIndex:
@@ -28,36 +69,38 @@ class SubscriptionIndex:
     def __init__(self, max_subscriptions: int = 10_000) -> None:
         self.max_subscriptions = max_subscriptions
         self._lock = threading.Lock()
-        self._exact: Dict[str, Set[Hashable]] = {}  # casefolded subject -> keys
-        self._patterns: Dict[str, Tuple[Pattern, Set[Hashable]]] = {}  # source -> (pattern, keys)
+        self._exact: Dict[str, Dict[Hashable, Options]] = {}  # casefolded subject -> key -> options
+        self._patterns: Dict[str, Tuple[Pattern, Dict[Hashable, Options]]] = {}  # source -> (pattern, ...)
         self._subjects_of: Dict[Hashable, Set[str]] = {}  # key -> casefolded subjects
         self._patterns_of: Dict[Hashable, Set[str]] = {}  # key -> pattern sources
-        self._cache: Dict[str, FrozenSet[Hashable]] = {}
+        self._cache: Dict[str, Route] = {}
 
     # -- changes -------------------------------------------------------------------------
-    def add_subjects(self, key: Hashable, subjects: Iterable[str]) -> None:
-        """Subscribe ``key`` to exact subjects (validated str, case-insensitive)."""
+    def add_subjects(self, key: Hashable, subjects: Iterable[str], options: Options = PLAIN) -> None:
+        """Subscribe ``key`` to exact subjects (case-insensitive); a subject it holds
+        already takes the new ``options``. ValueError past the subscription limit."""
         folded = {subject.casefold() for subject in subjects}
         with self._lock:
             mine = self._subjects_of.get(key, set())
-            self._check_limit(key, len(folded - mine), 0)
+            self._check_limit(key, len(folded - mine))
             for subject in folded:
-                self._exact.setdefault(subject, set()).add(key)
+                self._exact.setdefault(subject, {})[key] = options
             self._subjects_of[key] = mine | folded
             self._changed()
 
-    def add_patterns(self, key: Hashable, patterns: Iterable[Pattern]) -> None:
-        """Subscribe ``key`` to compiled patterns."""
+    def add_patterns(self, key: Hashable, patterns: Iterable[Pattern], options: Options = PLAIN) -> None:
+        """Subscribe ``key`` to compiled patterns, like :meth:`add_subjects`."""
         patterns = list(patterns)
+        sources = {p.source for p in patterns}
         with self._lock:
             mine = self._patterns_of.get(key, set())
-            self._check_limit(key, 0, len({p.source for p in patterns} - mine))
+            self._check_limit(key, len(sources - mine))
             for pattern in patterns:
                 entry = self._patterns.get(pattern.source)
                 if entry is None:
-                    entry = self._patterns[pattern.source] = (pattern, set())
-                entry[1].add(key)
-            self._patterns_of[key] = mine | {p.source for p in patterns}
+                    entry = self._patterns[pattern.source] = (pattern, {})
+                entry[1][key] = options
+            self._patterns_of[key] = mine | sources
             self._changed()
 
     def remove(self, key: Hashable, names: Iterable[str]) -> None:
@@ -70,14 +113,14 @@ class SubscriptionIndex:
                 folded = name.casefold()
                 if folded in subjects:
                     subjects.discard(folded)
-                    self._discard(self._exact, folded, key)
+                    self._drop_exact(folded, key)
                 if name in patterns:
                     patterns.discard(name)
-                    entry = self._patterns[name]
-                    entry[1].discard(key)
-                    if not entry[1]:
-                        del self._patterns[name]
-            self._forget_if_empty(key)
+                    self._drop_pattern(name, key)
+            if not subjects:
+                self._subjects_of.pop(key, None)
+            if not patterns:
+                self._patterns_of.pop(key, None)
             self._changed()
 
     def remove_subscriber(self, key: Hashable) -> bool:
@@ -86,18 +129,15 @@ class SubscriptionIndex:
             subjects = self._subjects_of.pop(key, set())
             patterns = self._patterns_of.pop(key, set())
             for subject in subjects:
-                self._discard(self._exact, subject, key)
+                self._drop_exact(subject, key)
             for source in patterns:
-                entry = self._patterns[source]
-                entry[1].discard(key)
-                if not entry[1]:
-                    del self._patterns[source]
+                self._drop_pattern(source, key)
             self._changed()
             return bool(subjects or patterns)
 
     # -- questions -----------------------------------------------------------------------
-    def match(self, subject: str) -> FrozenSet[Hashable]:
-        """The keys that want an event on ``subject``, each once."""
+    def route(self, subject: str) -> Route:
+        """Who gets an event on ``subject``."""
         found = self._cache.get(subject)
         if found is None:
             with self._lock:
@@ -106,6 +146,10 @@ class SubscriptionIndex:
                     self._cache = {}
                 self._cache[subject] = found
         return found
+
+    def match(self, subject: str) -> FrozenSet[Hashable]:
+        """The keys holding a subscription that matches ``subject``, each once."""
+        return self.route(subject).keys
 
     def has(self, key: Hashable) -> bool:
         """True if ``key`` holds at least one subscription."""
@@ -138,35 +182,49 @@ class SubscriptionIndex:
             }
 
     # -- insides -------------------------------------------------------------------------
-    def _compute(self, subject: str) -> FrozenSet[Hashable]:
-        keys: Set[Hashable] = set(self._exact.get(subject.casefold(), ()))
+    def _compute(self, subject: str) -> Route:
+        found: List[Tuple[Hashable, Options]] = list(self._exact.get(subject.casefold(), {}).items())
         if self._patterns:
             lowered = subject.lower()
             for pattern, holders in self._patterns.values():
-                if holders <= keys or not lowered.startswith(pattern.literal_prefix):
-                    continue
-                if pattern.match(subject):
-                    keys |= holders
-        return frozenset(keys) if keys else _NOBODY
+                if lowered.startswith(pattern.literal_prefix) and pattern.match(subject):
+                    found.extend(holders.items())
+        if not found:
+            return NOWHERE
+        plain: Set[Hashable] = set()
+        filtered: Dict[Hashable, List[Filter]] = {}
+        groups: Dict[str, Dict[Hashable, Optional[Filter]]] = {}
+        for key, options in found:
+            if options.group is not None:
+                members = groups.setdefault(options.group, {})
+                if key not in members or members[key] is not None:
+                    members[key] = options.filter  # an unfiltered membership wins
+            elif options.filter is None:
+                plain.add(key)
+            else:
+                filtered.setdefault(key, []).append(options.filter)
+        conditional = tuple((key, tuple(fs)) for key, fs in filtered.items() if key not in plain)
+        grouped = tuple((name, tuple(members.items())) for name, members in sorted(groups.items()))
+        return Route(frozenset(plain), conditional, grouped)
 
-    def _check_limit(self, key: Hashable, new_subjects: int, new_patterns: int) -> None:
+    def _check_limit(self, key: Hashable, new: int) -> None:
         held = len(self._subjects_of.get(key, ())) + len(self._patterns_of.get(key, ()))
-        if held + new_subjects + new_patterns > self.max_subscriptions:
+        if held + new > self.max_subscriptions:
             raise ValueError(f"too many subscriptions for one subscriber (limit {self.max_subscriptions})")
 
-    def _forget_if_empty(self, key: Hashable) -> None:
-        if not self._subjects_of.get(key):
-            self._subjects_of.pop(key, None)
-        if not self._patterns_of.get(key):
-            self._patterns_of.pop(key, None)
-
-    @staticmethod
-    def _discard(table: Dict[str, Set[Hashable]], name: str, key: Hashable) -> None:
-        holders = table.get(name)
+    def _drop_exact(self, subject: str, key: Hashable) -> None:
+        holders = self._exact.get(subject)
         if holders is not None:
-            holders.discard(key)
+            holders.pop(key, None)
             if not holders:
-                del table[name]
+                del self._exact[subject]
+
+    def _drop_pattern(self, source: str, key: Hashable) -> None:
+        entry = self._patterns.get(source)
+        if entry is not None:
+            entry[1].pop(key, None)
+            if not entry[1]:
+                del self._patterns[source]
 
     def _changed(self) -> None:
         self._cache = {}

@@ -4,29 +4,44 @@ One instance serves every client (register it as an instance, not a class). It c
 input, asks the :class:`~eventservice.matching.SubscriptionIndex` who wants an event, and
 hands the event to the :class:`~eventservice.delivery.Dispatcher`. Bad input raises
 ``TypeError``/``ValueError`` in the caller and changes nothing, all or nothing for a list.
+
+Beyond Pyro 3's methods: work-queue groups and content filters on subscriptions,
+request/reply, presence events on the reserved subjects ``es.presence.*``, and (in the
+dispatcher) liveness checks of idle subscribers.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
 from . import wire
-from .config import VERSION
-from .config import Settings
+from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, PRESENCE_PREFIX, VERSION, Settings
 from .delivery import Dispatcher, Item
-from .matching import SubscriptionIndex
-from .patterns import compile_pattern
+from .filters import compile_filter
+from .matching import PLAIN, Options, Route, SubscriptionIndex
+from .patterns import Pattern, compile_pattern
+from .replies import Responders
 
 log = logging.getLogger(__name__)
 
 Forwarder = Callable[[List[Item]], None]  # receives (subject, msg, time) tuples
+MAX_GROUP_LENGTH = 128  # characters of a work-queue group name
+
+# presence subjects
+SUBSCRIBER_JOINED = PRESENCE_PREFIX + "subscriber.joined"  # first subscription of a subscriber
+SUBSCRIBER_CHANGED = PRESENCE_PREFIX + "subscriber.changed"  # it subscribed or unsubscribed more
+SUBSCRIBER_LEFT = PRESENCE_PREFIX + "subscriber.left"  # it unsubscribed from everything
+SUBSCRIBER_REMOVED = PRESENCE_PREFIX + "subscriber.removed"  # found dead or unreachable
+SERVICE_STARTED = PRESENCE_PREFIX + "service.started"
+SERVICE_STOPPED = PRESENCE_PREFIX + "service.stopped"
 
 
 @expose
@@ -44,17 +59,21 @@ class EventService:
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
         self.index = SubscriptionIndex(self.settings.max_subscriptions)
-        self.dispatcher = Dispatcher(self.settings, self._subscriber_gone)
+        self.presence = SubscriptionIndex(self.settings.max_subscriptions)  # es.presence.* only
+        self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id)
+        self.responders = Responders(self.settings, self.dispatcher.where)
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
+        self._turns: Dict[str, "itertools.count[int]"] = {}  # round robin per group
         self.published = 0
+        self.requests = 0
         self.removed = 0
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, subjects: Any, message: Any) -> None:
         """Publish ``message`` on each subject (a str or a list/tuple of str); all the
         events get the same time. Returns once every event is queued for its subscribers."""
-        self._accept([(self._subjects(subjects, "subject"), message)])
+        self._accept([(self._publishable(subjects), message)])
 
     def publishBatch(self, events: Any) -> int:
         """Publish many events in one call: ``events`` is a list of ``(subjects, message)``
@@ -73,7 +92,7 @@ class EventService:
         for item in events:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise TypeError("each event must be a (subjects, message) pair")
-            checked.append((self._subjects(item[0], "subject"), item[1]))
+            checked.append((self._publishable(item[0]), item[1]))
         return checked
 
     def _accept(self, items: Sequence[Tuple[List[str], Any]]) -> int:
@@ -82,19 +101,20 @@ class EventService:
         for subjects, message in items:
             for subject in subjects:
                 accepted.append((subject, message, now))
-        self._hand_off(accepted)
+        self._hand_off(accepted, self.index)
         with self._counter_lock:
             self.published += len(accepted)
         if self.forward is not None and accepted:
             self.forward(accepted)
         return len(accepted)
 
-    def _hand_off(self, events: Sequence[Item]) -> None:
+    def _hand_off(self, events: Sequence[Item], index: SubscriptionIndex) -> None:
         """Queue each event for every subscriber that wants it, in order."""
-        match = self.index.match
+        route_of = index.route
         per_subscriber: Dict[str, List[Item]] = {}
         for event in events:
-            for key in match(event[0]):
+            route = route_of(event[0])
+            for key in route.plain if route.simple else self._targets(route, event[1]):
                 queued = per_subscriber.get(key)
                 if queued is None:
                     per_subscriber[key] = [event]
@@ -104,30 +124,76 @@ class EventService:
         for key, queued in per_subscriber.items():
             post(key, queued)
 
+    def _targets(self, route: Route, message: Any) -> Set[str]:
+        """The subscribers an event with ``message`` goes to: the plain ones, those whose
+        filter passes, and one live member of each group (round robin)."""
+        targets = set(route.plain)
+        for key, filters in route.conditional:
+            if any(passes(message) for passes in filters):
+                targets.add(key)
+        for group, members in route.groups:
+            candidates = [key for key, passes in members if passes is None or passes(message)]
+            if candidates:
+                live = [key for key in candidates if self.dispatcher.is_live(key)] or candidates
+                turn = self._turns.setdefault(group, itertools.count())
+                targets.add(live[next(turn) % len(live)])
+        return targets
+
     def deliver_remote(self, events: Sequence[Item]) -> None:
         """Hand events that entered from elsewhere (another host) to local subscribers.
         Not remote; they are not forwarded again."""
-        self._hand_off(events)
+        self._hand_off(events, self.index)
+
+    # -- request/reply -----------------------------------------------------------------------
+    def request(self, subject: Any, message: Any = None, timeout: Any = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Send a request on one subject and return the first answer of a responder (a
+        subscriber exposing ``respond(event)``); groups and filters choose who is asked.
+        Subscribers of the subject that are no responders get it as an ordinary event.
+        Raises ``TimeoutError`` naming the subject when no responder answers in time."""
+        if not isinstance(subject, str):
+            raise TypeError(f"subject must be a str, not {type(subject).__name__}")
+        [subject] = self._publishable(subject)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError("timeout must be a number of seconds")
+        if not 0 < timeout <= MAX_REQUEST_TIMEOUT:
+            raise ValueError(f"timeout must be more than 0 and at most {MAX_REQUEST_TIMEOUT:g} seconds")
+        now = time.time()
+        with self._counter_lock:
+            self.requests += 1
+        route = self.index.route(subject)
+        targets = route.plain if route.simple else self._targets(route, message)
+        responders, others = self.responders.split(targets)
+        post = self.dispatcher.post
+        for key in others:
+            post(key, [(subject, message, now)])
+        return self.responders.ask(responders, {"subject": subject, "msg": message, "time": now}, timeout)
 
     # -- subscribing -------------------------------------------------------------------------
-    def subscribe(self, subjects: Any, subscriber: Any) -> None:
+    def subscribe(self, subjects: Any, subscriber: Any, group: Any = None, filter: Any = None) -> None:
         """Subscribe ``subscriber`` (a Pyro5 proxy of an object exposing ``event(event)``)
-        to exact subjects, case-insensitive."""
+        to exact subjects, case-insensitive. With ``group``, the members of the group share
+        the events (one member gets each); with ``filter`` (see :mod:`eventservice.filters`)
+        only events whose message passes are sent. Subscribing again to a subject replaces
+        its group and filter."""
         names = self._subjects(subjects, "subject")
+        options = self._options(group, filter)
         key = self._key(subscriber)
-        with self._changes:
-            self._admit(key, subscriber)
-            self._keep_or_drop(key, lambda: self.index.add_subjects(key, names))
-        log.debug("%s subscribed to %s", key, names)
+        presence = [n for n in names if n.casefold().startswith(PRESENCE_PREFIX)]
+        ordinary = [n for n in names if not n.casefold().startswith(PRESENCE_PREFIX)]
+        self._change(key, subscriber, lambda: (self.index.add_subjects(key, ordinary, options),
+                                               self.presence.add_subjects(key, presence, options)))
 
-    def subscribeMatch(self, patterns: Any, subscriber: Any) -> None:
-        """Subscribe ``subscriber`` to regex patterns (``re.IGNORECASE``, ``re.match``)."""
+    def subscribeMatch(self, patterns: Any, subscriber: Any, group: Any = None, filter: Any = None) -> None:
+        """Subscribe ``subscriber`` to regex patterns (``re.IGNORECASE``, ``re.match``), with
+        ``group`` and ``filter`` as for :meth:`subscribe`. Presence events reach patterns that
+        begin with the literal text ``es\\.presence\\.``."""
         compiled = [compile_pattern(p) for p in self._subjects(patterns, "pattern")]
+        options = self._options(group, filter)
         key = self._key(subscriber)
-        with self._changes:
-            self._admit(key, subscriber)
-            self._keep_or_drop(key, lambda: self.index.add_patterns(key, compiled))
-        log.debug("%s subscribed to patterns %s", key, [p.source for p in compiled])
+        presence = [p for p in compiled if _is_presence_pattern(p)]
+        ordinary = [p for p in compiled if not _is_presence_pattern(p)]
+        self._change(key, subscriber, lambda: (self.index.add_patterns(key, ordinary, options),
+                                               self.presence.add_patterns(key, presence, options)))
 
     def unsubscribe(self, subjects: Any, subscriber: Any) -> None:
         """Remove exact subscriptions (case-insensitive) and pattern subscriptions given by
@@ -135,37 +201,94 @@ class EventService:
         names = self._subjects(subjects, "subject or pattern")
         key = self._key(subscriber)
         with self._changes:
+            if not self._holds(key):
+                return
             self.index.remove(key, names)
-            if not self.index.has(key):
-                self.dispatcher.retire(key)
-            self._interest_changed()
+            self.presence.remove(key, names)
+            announcement = self._after_change(key, had=True)
+        self._announce(announcement, key)
 
-    def _admit(self, key: str, subscriber: Proxy) -> None:
-        if not self.dispatcher.has(key) and len(self.dispatcher) >= self.settings.max_subscribers:
-            raise ValueError(f"too many subscribers (limit {self.settings.max_subscribers})")
-        self.dispatcher.ensure(key, subscriber)
+    def _change(self, key: str, subscriber: Proxy, change: Callable[[], Any]) -> None:
+        announcement = None
+        try:
+            with self._changes:
+                had = self._holds(key)
+                if not self.dispatcher.has(key) and len(self.dispatcher) >= self.settings.max_subscribers:
+                    raise ValueError(f"too many subscribers (limit {self.settings.max_subscribers})")
+                self.dispatcher.ensure(key, subscriber)
+                try:
+                    self._within_limit(key, change)
+                finally:
+                    announcement = self._after_change(key, had)
+        finally:
+            if announcement is not None:
+                self._announce(announcement, key)
 
-    def _keep_or_drop(self, key: str, change: Callable[[], None]) -> None:
+    def _within_limit(self, key: str, change: Callable[[], Any]) -> None:
+        """Make ``change``; if the limit refuses part of it, undo the rest."""
+        before = (self.index.subscriptions_of(key), self.presence.subscriptions_of(key))
         try:
             change()
-        finally:
-            if not self.index.has(key):
-                self.dispatcher.retire(key)
-            self._interest_changed()
+        except ValueError:
+            for index, (subjects, patterns) in ((self.index, before[0]), (self.presence, before[1])):
+                now_subjects, now_patterns = index.subscriptions_of(key)
+                index.remove(key, [s for s in now_subjects if s not in subjects] +
+                             [p for p in now_patterns if p not in patterns])
+            raise
 
-    def _interest_changed(self) -> None:
+    def _after_change(self, key: str, had: bool) -> Optional[str]:
+        """Tidy up after a change of ``key``'s subscriptions (lock held); returns the
+        presence subject to announce once the lock is released."""
+        holds = self._holds(key)
+        if not holds:
+            self.dispatcher.retire(key)
         if self.on_interest is not None:
             self.on_interest(*self.index.interest())
+        if not (holds or had):
+            return None
+        return SUBSCRIBER_CHANGED if had and holds else SUBSCRIBER_JOINED if holds else SUBSCRIBER_LEFT
 
-    def _subscriber_gone(self, key: str) -> None:
+    def _holds(self, key: str) -> bool:
+        return self.index.has(key) or self.presence.has(key)
+
+    def _subscriber_gone(self, key: str, reason: str) -> None:
         with self._changes:
-            had = self.index.remove_subscriber(key)
+            subscriptions = self._subscriptions_of(key)
+            had = self.index.remove_subscriber(key) | self.presence.remove_subscriber(key)
             self.dispatcher.discard(key)
-            self._interest_changed()
+            self.responders.forget(key)
+            if self.on_interest is not None:
+                self.on_interest(*self.index.interest())
         if had:
             with self._counter_lock:
                 self.removed += 1
-            log.warning("removed unreachable subscriber %s", key)
+            log.warning("removed subscriber %s: %s", key, reason)
+            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions)
+
+    # -- presence ----------------------------------------------------------------------------
+    def _announce(self, subject: str, key: Optional[str] = None, reason: Optional[str] = None,
+                  subscriptions: Optional[Dict[str, List[str]]] = None) -> None:
+        """Publish a presence event (to presence subscribers only, never forwarded)."""
+        message: Dict[str, Any] = {"service": self.instance_id}
+        if key is not None:
+            message["subscriber"] = key
+            message.update(subscriptions if subscriptions is not None else self._subscriptions_of(key))
+        if reason is not None:
+            message["reason"] = reason
+        self._hand_off([(subject, message, time.time())], self.presence)
+
+    def _subscriptions_of(self, key: str) -> Dict[str, List[str]]:
+        subjects, patterns = self.index.subscriptions_of(key)
+        more_subjects, more_patterns = self.presence.subscriptions_of(key)
+        return {"subjects": subjects + more_subjects, "patterns": patterns + more_patterns}
+
+    def announce_started(self) -> None:
+        """Publish ``es.presence.service.started`` (not remote)."""
+        self._announce(SERVICE_STARTED)
+
+    def announce_stopped(self) -> None:
+        """Publish ``es.presence.service.stopped`` (not remote)."""
+        self._announce(SERVICE_STOPPED)
 
     # -- questions ---------------------------------------------------------------------------
     def replacedBy(self, uri: str) -> None:
@@ -182,11 +305,18 @@ class EventService:
     def stats(self, per_subscriber: bool = False) -> Dict[str, Any]:
         """Counters and sizes, as plain data."""
         with self._counter_lock:
-            result: Dict[str, Any] = {"published": self.published, "removed": self.removed}
+            result: Dict[str, Any] = {"published": self.published, "requests": self.requests,
+                                      "removed": self.removed}
         result.update(self.dispatcher.counters())
-        result.update(self.index.counts())
+        counts, more = self.index.counts(), self.presence.counts()
+        with self._changes:
+            counts["subscribers"] = len(self.index.subscribers() | self.presence.subscribers())
+        counts["subject_subscriptions"] += more["subject_subscriptions"]
+        counts["pattern_subscriptions"] += more["pattern_subscriptions"]
+        result.update(counts)
         result.update({"id": self.instance_id, "version": VERSION, "started": self.started,
-                       "overflow": self.settings.overflow, "queue_size": self.settings.queue_size})
+                       "overflow": self.settings.overflow, "queue_size": self.settings.queue_size,
+                       "heartbeat": self.settings.heartbeat})
         for name, section in self.stats_sections.items():
             result[name] = section()
         if per_subscriber:
@@ -196,6 +326,7 @@ class EventService:
     def close(self) -> None:
         """Stop delivering (not remote)."""
         self.dispatcher.close()
+        self.responders.close()
 
     # -- checks ------------------------------------------------------------------------------
     def _subjects(self, value: Any, what: str) -> List[str]:
@@ -212,9 +343,31 @@ class EventService:
                 raise ValueError(f"{what} longer than {limit} characters")
         return list(items)
 
+    def _publishable(self, value: Any) -> List[str]:
+        subjects = self._subjects(value, "subject")
+        for subject in subjects:
+            if subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX:
+                raise ValueError(f"subjects starting with {PRESENCE_PREFIX!r} are reserved for the service")
+        return subjects
+
+    @staticmethod
+    def _options(group: Any, filter_spec: Any) -> Options:
+        if group is not None:
+            if not isinstance(group, str):
+                raise TypeError(f"group must be a str, not {type(group).__name__}")
+            if not group or len(group) > MAX_GROUP_LENGTH:
+                raise ValueError(f"group must be 1 to {MAX_GROUP_LENGTH} characters")
+        if group is None and filter_spec is None:
+            return PLAIN
+        return Options(group, None if filter_spec is None else compile_filter(filter_spec), filter_spec)
+
     @staticmethod
     def _key(subscriber: Any) -> str:
         if not isinstance(subscriber, Proxy):
             raise TypeError(f"subscriber must be a Pyro5 proxy (or exposed Pyro object), "
                             f"not {type(subscriber).__name__}")
         return str(subscriber._pyroUri)
+
+
+def _is_presence_pattern(pattern: Pattern) -> bool:
+    return pattern.literal_prefix.startswith(PRESENCE_PREFIX)

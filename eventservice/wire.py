@@ -9,6 +9,8 @@ None; the caller then sends the batch the ordinary way (as Pyro5 arguments, in s
 from __future__ import annotations
 
 import marshal
+
+import serpent
 from typing import Any, List, Optional
 
 MARSHAL_VERSION = 4  # stable since Python 3.4
@@ -23,7 +25,13 @@ def pack(items: List[Any]) -> Optional[bytes]:
 
 
 def unpack(data: Any) -> List[Any]:
-    """The list packed in ``data``; ValueError for anything else."""
+    """The list packed in ``data``; ValueError for anything else. Bytes that crossed
+    the wire in serpent arrive as serpent's dict form and are accepted too."""
+    if isinstance(data, dict):
+        try:
+            data = serpent.tobytes(data)
+        except (TypeError, ValueError, KeyError):
+            raise TypeError("packed events must be bytes") from None
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"packed events must be bytes, not {type(data).__name__}")
     try:

@@ -1,0 +1,134 @@
+"""Request/reply: ask the responders among a request's subscribers, first answer wins.
+
+A responder is a subscriber whose object exposes ``respond(event)``: it gets the request
+as a dict with ``subject``, ``msg`` and ``time`` and returns the answer (``None`` means it
+has none). The other subscribers the request reaches get it as an ordinary event. Calls to
+responders run on a bounded pool of threads, on connections kept per responder, so one
+slow responder holds up neither other requests nor event delivery.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tuple
+
+from Pyro5 import errors
+from Pyro5.client import Proxy
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+RESPOND_METHOD = "respond"
+MAX_IDLE_PROXIES = 4  # connections kept per responder
+
+
+class Responders:
+    """Connections to subscribers for requests, and the threads that make the calls."""
+
+    def __init__(self, settings: Settings, locate: Callable[[Hashable], Optional[Tuple[Any, Optional[str]]]]) -> None:
+        self.settings = settings
+        self.locate = locate  # key -> (uri, serializer) of a subscriber, or None
+        self._idle: Dict[Hashable, List[Proxy]] = {}
+        self._can_respond: Dict[Hashable, bool] = {}
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4 * settings.delivery_threads,
+                                                           thread_name_prefix="es-request")
+
+    def split(self, keys: Iterable[Hashable]) -> Tuple[List[Hashable], List[Hashable]]:
+        """(responders, others) among ``keys``; finding out costs one connection each,
+        the first time."""
+        responders, others = [], []
+        for key in keys:
+            known = self._can_respond.get(key)
+            if known is None:
+                proxy = self._take(key)
+                known = proxy is not None and RESPOND_METHOD in proxy._pyroMethods
+                self._can_respond[key] = known
+                if proxy is not None:
+                    self._give_back(key, proxy)
+            (responders if known else others).append(key)
+        return responders, others
+
+    def ask(self, keys: List[Hashable], request: Dict[str, Any], timeout: float) -> Any:
+        """The first answer that is not None from the responders ``keys``; TimeoutError
+        (naming the subject) when none answers within ``timeout`` seconds."""
+        subject = request["subject"]
+        if not keys:
+            raise TimeoutError(f"no responder for subject {subject!r}")
+        deadline = time.monotonic() + timeout
+        pending = {self._pool.submit(self._call, key, request, timeout) for key in keys}
+        while pending:
+            done, pending = concurrent.futures.wait(pending, max(0.0, deadline - time.monotonic()),
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                answered, answer = future.result()
+                if answered:
+                    return answer
+        raise TimeoutError(f"no reply to a request on subject {subject!r} within {timeout:g}s")
+
+    def _call(self, key: Hashable, request: Dict[str, Any], timeout: float) -> Tuple[bool, Any]:
+        proxy = self._take(key)
+        if proxy is None:
+            return False, None
+        proxy._pyroTimeout = timeout
+        try:
+            answer = getattr(proxy, RESPOND_METHOD)(request)
+        except (errors.CommunicationError, OSError) as exc:
+            log.info("responder %s failed: %s", key, exc)
+            proxy._pyroRelease()
+            return False, None
+        except Exception as exc:  # the responder's own error: no answer from it
+            log.info("responder %s raised: %s", key, exc)
+            answer = None
+        self._give_back(key, proxy)
+        return answer is not None, answer
+
+    def _take(self, key: Hashable) -> Optional[Proxy]:
+        with self._lock:
+            idle = self._idle.get(key)
+            proxy = idle.pop() if idle else None
+        if proxy is not None:
+            proxy._pyroClaimOwnership()
+            return proxy
+        where = self.locate(key)
+        if where is None:
+            return None
+        proxy = Proxy(where[0])
+        proxy._pyroSerializer = where[1]
+        proxy._pyroHandshake = self.settings.ident
+        proxy._pyroTimeout = self.settings.delivery_timeout or None
+        try:
+            proxy._pyroBind()
+        except (errors.PyroError, OSError) as exc:
+            log.info("responder %s unreachable: %s", key, exc)
+            return None
+        return proxy
+
+    def _give_back(self, key: Hashable, proxy: Proxy) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < MAX_IDLE_PROXIES:
+                idle.append(proxy)
+                return
+        proxy._pyroRelease()
+
+    def forget(self, key: Hashable) -> None:
+        """``key`` is gone: drop its connections."""
+        with self._lock:
+            idle = self._idle.pop(key, [])
+            self._can_respond.pop(key, None)
+        for proxy in idle:
+            try:
+                proxy._pyroClaimOwnership()
+                proxy._pyroRelease()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
