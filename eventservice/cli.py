@@ -17,7 +17,7 @@ from .event import Event
 
 log = logging.getLogger("eventservice.cli")
 
-SUBCOMMANDS = ("serve", "publish", "listen", "stats", "bench")
+SUBCOMMANDS = ("serve", "publish", "listen", "request", "stats", "bench")
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +73,9 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"subscribers of this service (default {d.DEFAULT_MAX_SUBSCRIBERS})")
     limits.add_argument("--max-connections", type=int, default=d.DEFAULT_MAX_CONNECTIONS,
                         help=f"client connections served at once (default {d.DEFAULT_MAX_CONNECTIONS})")
+    limits.add_argument("--heartbeat", type=float, default=d.DEFAULT_HEARTBEAT,
+                        help="seconds a subscriber may stay silent before it must answer a heartbeat; one that "
+                             f"does not is removed (default {d.DEFAULT_HEARTBEAT:g}; 0: no heartbeats)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
 
 
@@ -96,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("-c", "--count", type=int, help="exit after this many events")
     listen.add_argument("--json", action="store_true", help="print each event as a JSON object")
     _add_client_options(listen)
+    request = sub.add_parser("request", help="send a request and print the first answer",
+                             description="Send a request on SUBJECT; print the first answer of a responder.")
+    request.add_argument("subject")
+    request.add_argument("message", nargs="?", help="the message, a string (None when absent)")
+    request.add_argument("--json", action="store_true", help="parse MESSAGE as JSON and print the answer as JSON")
+    request.add_argument("-t", "--timeout", type=float, default=config.DEFAULT_REQUEST_TIMEOUT,
+                         help=f"seconds to wait for an answer (default {config.DEFAULT_REQUEST_TIMEOUT:g})")
+    _add_client_options(request)
     stats = sub.add_parser("stats", help="show the counters of an Event Service",
                            description="Show subscribers, subscriptions, events in, delivered, dropped.")
     stats.add_argument("--json", action="store_true", help="print the counters as JSON")
@@ -109,7 +120,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         delivery_threads=args.delivery_threads, delivery_timeout=args.delivery_timeout,
         max_message_size=args.max_message_size, max_subject_length=args.max_subject_length,
         max_subscriptions=args.max_subscriptions, max_subscribers=args.max_subscribers,
-        max_connections=args.max_connections, ident=args.ident, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        max_connections=args.max_connections, heartbeat=args.heartbeat, ident=args.ident, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_ca=args.tls_ca, tls_require_client_cert=args.tls_require_client_cert)
 
 
@@ -154,16 +165,30 @@ def _client_setup(args: argparse.Namespace) -> None:
             Pyro5.config.SSL_CLIENTKEY = Pyro5.config.SSL_SERVERKEY = args.tls_key or ""
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    _client_setup(args)
-    message: Any = args.message
-    if args.json and message is not None:
+def _message(args: argparse.Namespace) -> Any:
+    if args.json and args.message is not None:
         try:
-            message = json.loads(message)
+            return json.loads(args.message)
         except ValueError as exc:
             raise ValueError(f"MESSAGE is not valid JSON: {exc}") from None
+    return args.message
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    _client_setup(args)
     with Publisher(ident=args.ident, esURI=args.esuri) as publisher:
-        publisher.publish(args.subject, message)
+        publisher.publish(args.subject, _message(args))
+    return 0
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    _client_setup(args)
+    link = ServiceLink(config.ident_from_env(args.ident), args.esuri, timeout=args.timeout + config.DEFAULT_CLIENT_TIMEOUT)
+    try:
+        answer = link.call("request", args.subject, _message(args), args.timeout)
+    finally:
+        link.reset()
+    print(json.dumps(answer, default=str) if args.json else answer, flush=True)
     return 0
 
 
@@ -232,7 +257,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": cmd_serve, "publish": cmd_publish, "listen": cmd_listen, "stats": cmd_stats,
+    "serve": cmd_serve, "publish": cmd_publish, "listen": cmd_listen, "request": cmd_request, "stats": cmd_stats,
 }
 
 
