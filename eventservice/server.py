@@ -109,6 +109,7 @@ class EventServiceServer:
                 releaser = threading.Thread(target=self._release_name, name="es-unregister", daemon=True)
                 releaser.start()
                 releaser.join(RELEASE_DEADLINE)
+        self.service.announce_stopped()
         _hang_up_clients(self.daemon)
         self.daemon.close()
         self.service.close()
@@ -168,6 +169,7 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
         daemon.close()
         service.close()
         raise
+    service.announce_started()
     return EventServiceServer(daemon, service, uri, ns_uri.host if ns_uri else None,
                               ns_uri.port if ns_uri else None, ns_uri, embedded_ns, keeper)
 
