@@ -143,6 +143,16 @@ def test_listen_match_prints_only_matching_subjects(es, cluster):
     assert [line.split()[0] for line in proc.stdout] == ["STOCK.SUN", "stock.ibm"]
 
 
+def test_listen_count_exits_0_after_that_many_events_and_json_prints_objects(es, cluster):
+    proc = listen(cluster, es, "--count", "2", "--json", "counted")
+    for message in ("one", "two", "three"):
+        ok(cluster.cli("publish", "counted", message))
+    assert proc.wait_exit(20) == 0, proc.output()
+    printed = [json.loads(line) for line in proc.stdout]
+    assert [(e["subject"], e["msg"]) for e in printed] == [("counted", "one"), ("counted", "two")]
+    assert all(isinstance(e["time"], float) for e in printed)
+
+
 def test_listen_stops_with_exit_0_on_sigint_and_unsubscribes(es, cluster):
     proc = listen(cluster, es, "quiet")
     proc.signal(signal.SIGINT)
