@@ -298,16 +298,12 @@ class Dispatcher:
     def _heartbeat(self, mailbox: Mailbox) -> None:
         """Check that an idle subscriber still answers; remove it if it does not."""
         try:
-            proxy = self._proxy(mailbox)
-            proxy._pyroTimeout = self.settings.heartbeat
-            try:
-                if mailbox.mode == MODE_BATCH and HEARTBEAT_METHOD in proxy._pyroMethods:
-                    getattr(proxy, HEARTBEAT_METHOD)(self.instance_id)
-                else:
-                    proxy._pyroRelease()
-                    proxy._pyroBind()
-            finally:
-                proxy._pyroTimeout = self.settings.delivery_timeout or None
+            proxy = self._proxy(mailbox, timeout=self.settings.heartbeat)
+            if mailbox.mode == MODE_BATCH and HEARTBEAT_METHOD in proxy._pyroMethods:
+                getattr(proxy, HEARTBEAT_METHOD)(self.instance_id)
+            else:
+                proxy._pyroRelease()
+                proxy._pyroBind()
             mailbox.last_contact, mailbox.suspect = time.monotonic(), False
         except errors.TimeoutError:
             self._gone(mailbox, f"not answering (no answer to a heartbeat within {self.settings.heartbeat:g}s)")
@@ -330,16 +326,18 @@ class Dispatcher:
                     mailbox.last_contact = now  # one heartbeat per interval
                 self._ready.put(mailbox)
 
-    def _proxy(self, mailbox: Mailbox) -> Proxy:
+    def _proxy(self, mailbox: Mailbox, timeout: Optional[float] = None) -> Proxy:
+        """The mailbox's proxy, bound; calls on it time out after ``timeout`` seconds
+        (default: the delivery timeout)."""
         proxy = mailbox.proxy
         if proxy is None:
             proxy = Proxy(mailbox.uri)
             proxy._pyroSerializer = mailbox.serializer
             proxy._pyroHandshake = self.settings.ident
-            proxy._pyroTimeout = self.settings.delivery_timeout or None
             mailbox.proxy = proxy
         else:
             proxy._pyroClaimOwnership()
+        proxy._pyroTimeout = timeout or self.settings.delivery_timeout or None
         if mailbox.mode is None:
             proxy._pyroBind()
             mailbox.mode = MODE_BATCH if BATCH_METHOD in proxy._pyroMethods else MODE_EVENT

@@ -369,5 +369,10 @@ class EventService:
         return str(subscriber._pyroUri)
 
 
+PRESENCE_PATTERN_PREFIX = PRESENCE_PREFIX.replace(".", "\\.")  # es\.presence\.
+
+
 def _is_presence_pattern(pattern: Pattern) -> bool:
-    return pattern.literal_prefix.startswith(PRESENCE_PREFIX)
+    """Patterns that begin with the literal text ``es\.presence\.`` (optionally after ``^``)
+    reach presence events; no other pattern does."""
+    return pattern.source.lstrip("^").casefold().startswith(PRESENCE_PATTERN_PREFIX)
