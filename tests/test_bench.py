@@ -1,0 +1,115 @@
+"""``es bench``: small real runs (es, publishers and subscribers as processes) whose JSON must
+have every field, lose nothing and keep order; and the pure helpers. Never a speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from conftest import ROOT
+from eventservice import bench
+
+FIELDS = ("events", "events_per_s", "deliveries", "deliveries_per_s", "latency_p50_us", "latency_p90_us",
+          "latency_p99_us", "latency_max_us", "lost", "out_of_order", "cpu_es_s", "cpu_publishers_s",
+          "cpu_subscribers_s", "problems")
+
+
+def run_bench(*args: str, timeout: float = 90) -> Tuple[Dict[str, Any], str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("EVENTSERVICE_IDENT", None)
+    proc = subprocess.run([sys.executable, "-m", "eventservice.cli", "bench", *args, "--json"], env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"es bench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout), proc.stderr
+
+
+def check_fields(result: Dict[str, Any], runs: int = 1) -> Dict[str, Any]:
+    assert len(result["runs"]) == runs, result
+    summary = result["median"]
+    for field in FIELDS:
+        assert field in summary, f"{result['name']}: no {field}"
+    for field in ("events_per_s", "deliveries_per_s", "latency_p50_us", "latency_max_us"):
+        assert isinstance(summary[field], (int, float)) and summary[field] > 0, (field, summary[field])
+    assert summary["latency_p50_us"] <= summary["latency_p90_us"] <= summary["latency_p99_us"] \
+        <= summary["latency_max_us"]
+    if sys.platform.startswith("linux"):
+        for field in ("cpu_es_s", "cpu_publishers_s", "cpu_subscribers_s"):
+            assert isinstance(summary[field], (int, float)) and summary[field] >= 0, (field, summary[field])
+    return summary
+
+
+def test_s1_and_s3_lose_nothing_and_keep_order() -> None:
+    out, progress = run_bench("--scenario", "s1", "--scenario", "s3", "--events", "2000")
+    assert list(out["scenarios"]) == ["s1", "s3"]
+    assert "s1 run 1/1" in progress and "s3 run 1/1" in progress  # progress goes to stderr
+    for name in ("s1", "s3"):
+        summary = check_fields(out["scenarios"][name])
+        assert summary["events"] == 2000 and summary["deliveries"] == 2000, summary
+        assert summary["lost"] == 0 and summary["out_of_order"] == 0, summary
+        assert summary["problems"] == [], summary["problems"]
+        assert summary["es_published"] == 2000 and summary["es_delivered"] == 2000, summary
+    assert out["problems"] == []
+
+
+def test_frozen_subscriber_is_counted_and_the_others_lose_only_what_es_dropped() -> None:
+    out, _ = run_bench("--scenario", "frozen", "--events", "2000", "--es-option", "--queue-size 500", timeout=120)
+    assert list(out["scenarios"]) == ["s2-ref", "frozen"]  # the reference of the ratio comes along
+    frozen = check_fields(out["scenarios"]["frozen"])
+    check_fields(out["scenarios"]["s2-ref"])
+    assert frozen["es_overflow"] == "drop" and frozen["es_queue_size"] == 500
+    assert frozen["subscribers"] == 10
+    # one subscriber was stopped: what it could not take was dropped, at most a queue is waiting
+    assert frozen["frozen_dropped"] > 0 and frozen["frozen_queued"] <= 500, frozen
+    # the healthy ones got every event es did not drop for them (drop policy, bursts), in order
+    assert frozen["out_of_order"] == 0
+    assert frozen["lost"] == frozen["healthy_dropped"], frozen
+    assert isinstance(frozen["healthy_ratio_to_ref"], float) and frozen["healthy_ratio_to_ref"] > 0
+    assert not [p for p in frozen["problems"] if "Traceback" in p], frozen["problems"]
+
+
+# -- the pure helpers ---------------------------------------------------------------------------
+
+def args(*argv: str) -> Any:
+    return bench.build_parser().parse_args(list(argv))
+
+
+def test_scenario_selection_adds_references_in_order() -> None:
+    order, added = bench.select_scenarios(args("--scenario", "frozen", "--scenario", "s4"))
+    assert order == ["s1", "s4", "s2-ref", "frozen"] and sorted(added) == ["s1", "s2-ref"]
+    every, _ = bench.select_scenarios(args())
+    assert every == [n for n in bench.SCENARIO_ORDER if n != "custom"]
+    assert bench.select_scenarios(args("--subscribers", "3"))[0] == ["custom"]
+    with pytest.raises(ValueError):
+        bench.select_scenarios(args("--scenario", "nonsense"))
+
+
+def test_summary_takes_medians_and_the_worst_loss() -> None:
+    runs: List[Dict[str, Any]] = [{"events_per_s": 10.0, "lost": 0, "problems": []},
+                                  {"events_per_s": 30.0, "lost": 5, "problems": ["x"]},
+                                  {"events_per_s": 20.0, "lost": 0, "problems": []}]
+    summary = bench.summarize(runs)
+    assert summary["events_per_s"] == 20.0 and summary["lost"] == 5 and summary["problems"] == ["x"]
+
+
+def test_latency_sketches_merge() -> None:
+    values = [float(v) for v in range(1, 1001)]
+    one = {"lat_n": 1000, "lat_max": 1000.0, "lat_points": bench.quantile_points(values),
+           "lat_p50": bench.quantile(values, 0.5), "lat_p90": bench.quantile(values, 0.9),
+           "lat_p99": bench.quantile(values, 0.99)}
+    assert bench.merge_latency([one]) == {"p50": 500.0, "p90": 900.0, "p99": 990.0, "max": 1000.0}
+    merged = bench.merge_latency([one, dict(one)])
+    assert abs(merged["p50"] - 500) <= 2 and abs(merged["p99"] - 990) <= 2 and merged["max"] == 1000.0
+    assert bench.merge_latency([]) == {"p50": None, "p90": None, "p99": None, "max": None}
+
+
+def test_proc_sample_reads_this_process() -> None:
+    sample = bench.proc_sample(os.getpid())
+    if sys.platform.startswith("linux"):
+        assert sample["cpu"] is not None and sample["threads"] >= 1 and sample["rss_mb"] > 0
+    assert bench.proc_sample(None) == {"cpu": None, "threads": None, "rss_mb": None}
