@@ -49,7 +49,8 @@ def _stream(pub: Publisher, gate: threading.Event, sent: list, durations: list, 
 @pytest.mark.parametrize("policy", ["drop", "block"])
 def test_faulty_subscribers_beside_healthy_ones(cluster, policy):
     """Six subscriber processes on one subject, es with --queue-size 50 and
-    --delivery-timeout 2 (``policy``: --overflow drop, or block with --block-timeout 1):
+    --delivery-timeout 2 (``policy``: --overflow drop, or block with --block-timeout 1), and
+    --heartbeat 0 (no liveness check: the queue policy alone governs the frozen one):
 
     - a healthy project Subscriber and a healthy plain Pyro5 subscriber receive every event
       exactly once and in order;
@@ -68,7 +69,7 @@ def test_faulty_subscribers_beside_healthy_ones(cluster, policy):
     cluster.start_ns()
     extra = ["--block-timeout", str(BLOCK_TIMEOUT)] if policy == "block" else []
     es = cluster.es("--queue-size", str(QUEUE), "--overflow", policy,
-                    "--delivery-timeout", str(DELIVERY_TIMEOUT), *extra)
+                    "--delivery-timeout", str(DELIVERY_TIMEOUT), "--heartbeat", "0", *extra)
     subs = {
         "good": cluster.python("subscriber.py", SUBJECT, name="good"),
         "plain": cluster.python("subscriber.py", "--plain", SUBJECT, name="plain"),
@@ -167,7 +168,8 @@ def test_faulty_subscribers_beside_healthy_ones(cluster, policy):
 
 @pytest.mark.timeout(90)
 def test_frozen_subscriber_costs_a_publisher_one_wait(cluster):
-    """es --overflow block --block-timeout 1 --queue-size 50 --delivery-timeout 2, one healthy
+    """es --overflow block --block-timeout 1 --queue-size 50 --delivery-timeout 2 --heartbeat 0
+    (no liveness check: es retries the frozen one every delivery timeout), one healthy
     and one frozen (SIGSTOP) project Subscriber process, a publisher publishing paced events
     for 6 s (three delivery timeouts): the contract says "once a subscriber's queue has stayed
     full that long, further events for it are dropped at once ... until it takes an event
@@ -176,7 +178,7 @@ def test_frozen_subscriber_costs_a_publisher_one_wait(cluster):
     healthy subscriber gets every event in order all the same."""
     cluster.start_ns()
     es = cluster.es("--queue-size", str(QUEUE), "--overflow", "block", "--block-timeout", str(BLOCK_TIMEOUT),
-                    "--delivery-timeout", str(DELIVERY_TIMEOUT))
+                    "--delivery-timeout", str(DELIVERY_TIMEOUT), "--heartbeat", "0")
     good = cluster.python("subscriber.py", SUBJECT, name="good")
     frozen = cluster.python("subscriber.py", "--quiet", SUBJECT, name="frozen")
     good.wait_line("READY", 30)

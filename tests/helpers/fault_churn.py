@@ -1,8 +1,8 @@
 """Clients that come and go, for the soak: until SIGTERM, each cycle creates a project
 ``Subscriber`` (subscribes one exact subject of its own and one pattern), starts it, creates
 a ``Publisher``, publishes one probe event on that subject, waits for it to arrive (at most
---wait seconds), then closes both. Prints ``DONE <json>`` with the number of cycles, how many
-probes arrived, and the errors met."""
+--wait seconds), then closes both. Prints ``DONE <json>`` with the number of cycles, of
+probes published, how many probes arrived, and the errors met."""
 
 import argparse
 import json
@@ -32,7 +32,7 @@ class Probe(Subscriber):
         self.got.set()
 
 
-cycles = arrived = 0
+cycles = arrived = published = 0
 errors = {}
 longest = 0.0
 print("READY", flush=True)
@@ -47,6 +47,7 @@ while not stop.is_set():
         sub.start()
         pub = Publisher()
         pub.publish(subject, {"cycle": cycles})
+        published += 1
         if sub.got.wait(args.wait):
             arrived += 1
     except Exception as exc:  # counted and reported
@@ -63,5 +64,5 @@ while not stop.is_set():
                     errors[name] = errors.get(name, 0) + 1
     cycles += 1
     longest = max(longest, time.monotonic() - begun)
-print("DONE " + json.dumps({"cycles": cycles, "arrived": arrived, "errors": errors,
+print("DONE " + json.dumps({"cycles": cycles, "published": published, "arrived": arrived, "errors": errors,
                             "longest_cycle": round(longest, 3)}), flush=True)
