@@ -10,7 +10,7 @@ import time
 
 import pytest
 from Pyro5 import errors
-from Pyro5.api import Proxy
+from Pyro5.api import Daemon, Proxy, expose
 
 from eventservice import Event, Publisher
 
@@ -178,24 +178,66 @@ def test_event_arrives_once_however_many_subscriptions_match(es, make_subscriber
 
 # -- who a subscriber is ----------------------------------------------------------------------
 
-def test_two_proxies_of_one_object_are_one_subscriber(es, make_subscriber):
-    sub = make_subscriber()
-    uri = sub._callback._pyroUri
+class PlainSink:
+    """A bare Pyro5 object exposing event(), served by its own daemon in this process."""
+
+    def __init__(self):
+        from conftest import Recorder
+        self.recorder = Recorder()
+        self.daemon = Daemon(host="127.0.0.1")
+        self.uri = self.daemon.register(self)
+        self.thread = threading.Thread(target=self.daemon.requestLoop, daemon=True)
+        self.thread.start()
+
+    @expose
+    def event(self, event):
+        self.recorder(event)
+
+    def close(self):
+        self.daemon.shutdown()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def plain_sink():
+    made = []
+
+    def make():
+        made.append(PlainSink())
+        return made[-1]
+    yield make
+    for sink in made:
+        sink.close()
+
+
+def test_two_proxies_of_one_object_are_one_subscriber(es, plain_sink):
+    sink = plain_sink()
     service = es.proxy()
-    service.subscribe(["news", "marker"], Proxy(uri))
-    service.subscribeMatch("new.*", Proxy(uri))
+    service.subscribe(["news", "marker"], Proxy(sink.uri))
+    service.subscribeMatch("new.*", Proxy(sink.uri))
     assert counts(service)["subscribers"] == 1
     service.publish("news", 1)
-    assert [e.msg for e in events_until_marker(service, sub, "end")] == [1]
-    service.unsubscribe(["news", "new.*"], Proxy(uri))
+    assert [e.msg for e in events_until_marker(service, sink, "end")] == [1]
+    service.unsubscribe(["news", "new.*"], Proxy(sink.uri))
+    assert counts(service)["subject_subscriptions"] == 1  # the marker
     service.publish("news", 2)
-    assert [e.msg for e in events_until_marker(service, sub, "end2")] == [1]
+    assert [e.msg for e in events_until_marker(service, sink, "end2")] == [1]
 
 
-def test_an_exposed_object_is_auto_proxied(es, make_subscriber):
+def test_an_exposed_object_is_auto_proxied(es, plain_sink):
+    sink = plain_sink()
+    service = es.proxy()
+    service.subscribe(["news", "marker"], sink)
+    service.publish("news", 1)
+    assert [e.msg for e in events_until_marker(service, sink, "end")] == [1]
+
+
+@pytest.mark.parametrize("how", ["plain proxy", "auto-proxy"])
+def test_project_subscriber_handed_over_by_a_plain_client_receives(es, make_subscriber, how):
     sub = make_subscriber()
     service = es.proxy()
-    service.subscribe(["news", "marker"], sub._receiver)
+    target = Proxy(sub._callback._pyroUri) if how == "plain proxy" else sub._receiver
+    service.subscribe(["news", "marker"], target)
     service.publish("news", 1)
     assert [e.msg for e in events_until_marker(service, sub, "end")] == [1]
 
