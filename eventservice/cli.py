@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional
@@ -138,13 +139,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ns_host = args.ns_host or (Pyro5.config.NS_HOST if args.ns_port else None)
     server = start_es(args.host, args.port, settings=settings, use_ns=not args.no_ns,
                       ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
     _say(f"URI: {server.uri}")
     where = f"registered as {config.EVENTSERVICE_NAME} in the name server at {server.ns_uri}" \
         if server.ns_uri else "without a name server"
     _say(f"Event Service started ({where})")
-    import signal
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: server.stop())
     server.loop()
     _say("Event Service stopped")
     return 0

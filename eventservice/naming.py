@@ -114,7 +114,8 @@ def claim_name(ns: Proxy, uri: URI, ident: Optional[str], replace: bool, name: s
             _tell_replaced(current, uri, ident)
         else:
             log.info("taking over %s from %s, which no longer answers", name, current)
-        ns.remove(name)
+        ns.register(name, uri, safe=False)  # replaces it in one step: no gap to slip into
+        return
     ns.register(name, uri, safe=True)
 
 

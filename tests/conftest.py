@@ -135,10 +135,10 @@ class Cluster:
     def es(self, *args: str, env: Optional[Dict[str, str]] = None, wait: bool = True) -> "EsProc":
         """A real ``es`` process (``python -m eventservice.cli``) with ``args``."""
         cmd = [sys.executable, "-m", "eventservice.cli", *args]
-        if "--port" not in args and "-p" not in args:
+        serving = not args or args[0] not in ("publish", "listen", "request", "stats", "bench")
+        if serving and "--port" not in args and "-p" not in args:
             cmd += ["-p", "0"]
-        if "-n" not in args and "--host" not in args and (not args or args[0] not in
-                                                          ("publish", "listen", "stats", "bench")):
+        if serving and "-n" not in args and "--host" not in args:
             cmd += ["-n", HOST]
         proc = EsProc(cmd, {**self.env, **(env or {})}, "es")
         self.procs.append(proc)
