@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 BATCH_METHOD = "deliverEvents"  # exposed by eventservice.Subscriber: takes [(subject, msg, time), ...]
 PACKED_METHOD = "deliverPacked"  # the same list packed by eventservice.wire
 HEARTBEAT_METHOD = "heartbeat"  # exposed by eventservice.Subscriber: takes the service's instance id
+INITIAL_BATCH = 16  # events in the first call to a subscriber, at most
 FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
 SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
 
@@ -70,7 +71,7 @@ class Mailbox:
         self.retiring = False  # no subscriptions left: goes away once its queue is empty
         self.mode: Optional[str] = None
         self.packs = False  # it takes packed batches (deliverPacked)
-        self.batch_limit = 1
+        self.batch_limit = INITIAL_BATCH  # events per call: grows while calls are quick, shrinks when slow
         self.proxy: Optional[Proxy] = None  # used only by the sender serving this mailbox
         self.last_contact = time.monotonic()  # of the last call it answered
         self.suspect = False  # its last call timed out: not live until it answers again

@@ -334,6 +334,8 @@ class EventService:
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"{what} must be a str or a list/tuple of str, not {type(value).__name__}")
         limit = self.settings.max_subject_length
+        if all(type(item) is str and 0 < len(item) <= limit for item in items):
+            return list(items)  # the common case, checked at once
         for item in items:
             if not isinstance(item, str):
                 raise TypeError(f"{what} must be a str, not {type(item).__name__}")
@@ -346,7 +348,7 @@ class EventService:
     def _publishable(self, value: Any) -> List[str]:
         subjects = self._subjects(value, "subject")
         for subject in subjects:
-            if subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX:
+            if subject[:1] in "eE" and subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX:
                 raise ValueError(f"subjects starting with {PRESENCE_PREFIX!r} are reserved for the service")
         return subjects
 
@@ -369,10 +371,10 @@ class EventService:
         return str(subscriber._pyroUri)
 
 
-PRESENCE_PATTERN_PREFIX = PRESENCE_PREFIX.replace(".", "\\.")  # es\.presence\.
+PRESENCE_PATTERN_PREFIX = PRESENCE_PREFIX.replace(".", "\\.")  # the pattern text that matches the prefix
 
 
 def _is_presence_pattern(pattern: Pattern) -> bool:
-    """Patterns that begin with the literal text ``es\.presence\.`` (optionally after ``^``)
+    r"""Patterns that begin with the literal text ``es\.presence\.`` (optionally after ``^``)
     reach presence events; no other pattern does."""
     return pattern.source.lstrip("^").casefold().startswith(PRESENCE_PATTERN_PREFIX)
