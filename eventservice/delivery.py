@@ -14,9 +14,10 @@ from it again, so a frozen subscriber costs a publisher one wait.
 
 Failures: a subscriber that cannot be reached (refused, reset, closed, unknown object,
 handshake refused) is reported to ``on_gone`` and its queue discarded (counted as
-dropped). A call that times out (a frozen subscriber) drops that batch, counts it, and
-the subscriber keeps its queue. An exception raised by the subscriber's own ``event()``
-counts as delivered and is logged.
+dropped). A call that times out (a frozen subscriber) drops that batch and counts it; the
+subscriber keeps its queue and subscriptions, but before its next call it is sent a
+heartbeat and removed if it does not answer that either (when heartbeats are on). An
+exception raised by the subscriber's own ``event()`` counts as delivered and is logged.
 """
 
 from __future__ import annotations
