@@ -13,8 +13,7 @@ from typing import List
 
 import psutil
 import pytest
-import Pyro5.api
-from Pyro5 import errors, protocol
+from Pyro5 import protocol
 
 from eventservice import Publisher
 

@@ -15,7 +15,7 @@ from Pyro5 import errors
 from eventservice import EVENTSERVICE_NAME, Publisher
 
 from conftest import HOST, wait_for
-from faultkit import done_line, proxy, quiescent, seqs_of
+from faultkit import done_line, quiescent, seqs_of
 
 SUBJECT = "restart.stream"
 
@@ -57,7 +57,6 @@ def _settled(service) -> Dict:
     return wait_for(check, 30, "the service to settle")
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_es_killed_and_restarted_under_running_clients(cluster):
     """es SIGKILLed and a new es started under the same name server while two project

@@ -44,7 +44,6 @@ def _stream(pub: Publisher, gate: threading.Event, sent: list, durations: list, 
             time.sleep(PACE)  # pacing of the load, not a wait for a condition
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("policy", ["drop", "block"])
 def test_faulty_subscribers_beside_healthy_ones(cluster, policy):
