@@ -5,10 +5,15 @@ Both the Event Service and each ``Subscriber`` serve through it.
 
 from __future__ import annotations
 
+import heapq
 import hmac
+import itertools
 import logging
+import socket
 import struct
-from typing import Any, Optional
+import threading
+import time
+from typing import Any, List, Optional
 
 from Pyro5 import config, errors, protocol
 from Pyro5.server import Daemon
@@ -19,6 +24,57 @@ log = logging.getLogger(__name__)
 
 DRAIN_FACTOR = 64  # a message up to this many times the limit is read and discarded, to answer it cleanly
 DRAIN_CHUNK = 1 << 20  # bytes read at a time while discarding
+MIN_RECEIVE_RATE = 1 << 20  # bytes/s: a request must arrive at least this fast (beyond the handshake timeout)
+LARGE_MESSAGE = 1 << 16  # bytes: requests this large count against the budget of bytes in transit
+IN_TRANSIT_FACTOR = 16  # budget of bytes in transit = this many times the largest message
+
+
+class Reaper:
+    """One thread that shuts down connections whose deadline passed: a deadline covers a
+    whole exchange (a handshake, a request), however slowly its bytes drip in."""
+
+    def __init__(self) -> None:
+        self._heap: List[List[Any]] = []  # [deadline, seq, sock, active]
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, sock: socket.socket, seconds: float) -> List[Any]:
+        """Shut ``sock`` down after ``seconds`` unless :meth:`cancel` is called first."""
+        entry = [time.monotonic() + seconds, next(self._seq), sock, True]
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="es-reaper", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    @staticmethod
+    def cancel(entry: List[Any]) -> None:
+        entry[3] = False
+        entry[2] = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and not self._heap[0][3]:
+                    heapq.heappop(self._heap)  # cancelled
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is None or wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, _, sock, active = heapq.heappop(self._heap)
+            if active and sock is not None:
+                log.debug("closing a connection that missed its deadline")
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+REAPER = Reaper()
 
 
 def passphrase_matches(presented: Any, ident: str) -> bool:
@@ -34,9 +90,12 @@ class GuardedDaemon(Daemon):
     - refuses connections whose handshake does not carry ``ident`` (when one is set),
       comparing in constant time;
     - closes connections that do not complete their (TLS and Pyro5) handshake within
-      ``handshake_timeout`` seconds, so silent connections cost nothing lasting;
+      ``handshake_timeout`` seconds, however slowly the bytes drip, so silent or dripping
+      connections cost nothing lasting; a request, once begun, must arrive within that
+      time plus its size at MIN_RECEIVE_RATE;
     - answers a request larger than ``max_message_size`` bytes with a clear
-      ``ValueError`` in the caller instead of reading it into memory.
+      ``ValueError`` in the caller instead of reading it into memory, and bounds the bytes
+      of large requests in transit at once.
     """
 
     def __init__(self, host: Optional[str] = None, port: int = 0, ident: Optional[str] = None,
@@ -60,37 +119,55 @@ class GuardedDaemon(Daemon):
     def _handshake(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
         if not self._handshake_timeout:
             return super()._handshake(conn, denied_reason)
+        deadline = REAPER.watch(conn.sock, self._handshake_timeout)
         try:
-            conn.timeout = self._handshake_timeout
             if hasattr(conn.sock, "do_handshake"):
                 conn.sock.do_handshake()
             return super()._handshake(conn, denied_reason)
-        except OSError as exc:  # socket.timeout and ssl.SSLError are OSErrors
+        except OSError as exc:  # ssl.SSLError is an OSError
             log.debug("connection closed during handshake: %s", exc)
             return False
         finally:
-            try:
-                conn.timeout = config.COMMTIMEOUT or None
-            except OSError:
-                pass
+            REAPER.cancel(deadline)
 
     def handleRequest(self, conn: Any) -> None:
-        limit = self._max_message_size
-        if limit is None:
-            return super().handleRequest(conn)
-        header = conn.recv(protocol._header_size)
-        fields = struct.unpack(protocol._header_format, header)
-        tag, serializer_id, seq, size = fields[0], fields[3], fields[5], fields[6] + fields[7]
-        if tag == b"PYRO" and size > limit:
-            self._refuse_large(conn, serializer_id, seq, size, limit)
-            return None
-        return super().handleRequest(_Replay(conn, header))
+        """Read one request under a deadline (once its first byte arrived, the rest must
+        follow at MIN_RECEIVE_RATE), then let Pyro5 handle it."""
+        first = conn.recv(1)  # waits as long as the connection stays idle
+        deadline = REAPER.watch(conn.sock, self._handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT)
+        try:
+            header = first + conn.recv(protocol._header_size - 1)
+            fields = struct.unpack(protocol._header_format, header)
+            tag, serializer_id, seq, size = fields[0], fields[3], fields[5], fields[6] + fields[7]
+            if tag != b"PYRO":
+                raise errors.ProtocolError("invalid message")
+            limit = self._max_message_size
+            if limit is not None and size > limit:
+                REAPER.cancel(deadline)
+                deadline = REAPER.watch(conn.sock, self._receive_time(size))
+                self._refuse_large(conn, serializer_id, seq, size, limit)
+                return None
+            if size >= LARGE_MESSAGE:
+                REAPER.cancel(deadline)
+                deadline = REAPER.watch(conn.sock, self._receive_time(size))
+            with self._in_transit(size, conn, serializer_id, seq):
+                body = conn.recv(size) if size else b""
+                REAPER.cancel(deadline)
+                return super().handleRequest(_Replay(conn, header + body))
+        finally:
+            REAPER.cancel(deadline)
+
+    def _receive_time(self, size: int) -> float:
+        return (self._handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT) + size / MIN_RECEIVE_RATE
+
+    def _in_transit(self, size: int, conn: Any, serializer_id: int, seq: int) -> "_Budget":
+        return _Budget(self, size if size >= LARGE_MESSAGE else 0, conn, serializer_id, seq)
 
     def _refuse_large(self, conn: Any, serializer_id: int, seq: int, size: int, limit: int) -> None:
         """Answer an oversized request with an error; read and drop its body when that is
         affordable, else close the connection after answering."""
         error = ValueError(f"message of {size} bytes refused: this Event Service accepts at most "
-                                f"{limit} bytes (es --max-message-size)")
+                           f"{limit} bytes (es --max-message-size)")
         log.warning("refused a message of %d bytes (limit %d)", size, limit)
         if size > DRAIN_FACTOR * limit:
             self._sendExceptionResponse(conn, seq, serializer_id, error, None)
@@ -99,6 +176,37 @@ class GuardedDaemon(Daemon):
         while remaining:
             remaining -= len(conn.recv(min(DRAIN_CHUNK, remaining)))
         self._sendExceptionResponse(conn, seq, serializer_id, error, None)
+
+
+class _Budget:
+    """Counts the bytes of large requests being received at once; past the daemon's budget
+    (IN_TRANSIT_FACTOR x the largest message) a request is refused, so that clients that
+    announce large messages and send them slowly cannot make memory grow without bound."""
+
+    lock = threading.Lock()
+    in_transit = 0
+
+    def __init__(self, daemon: GuardedDaemon, size: int, conn: Any, serializer_id: int, seq: int) -> None:
+        self.daemon, self.size, self.conn, self.serializer_id, self.seq = daemon, size, conn, serializer_id, seq
+
+    def __enter__(self) -> None:
+        if not self.size:
+            return
+        budget = IN_TRANSIT_FACTOR * (self.daemon._max_message_size or config.MAX_MESSAGE_SIZE)
+        with _Budget.lock:
+            fits = _Budget.in_transit + self.size <= budget
+            if fits:
+                _Budget.in_transit += self.size
+        if not fits:
+            self.size = 0
+            error = ValueError("the Event Service is receiving too many large messages at once: try again")
+            self.daemon._sendExceptionResponse(self.conn, self.seq, self.serializer_id, error, None)
+            raise errors.ConnectionClosedError("too many large messages in transit: connection closed")
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.size:
+            with _Budget.lock:
+                _Budget.in_transit -= self.size
 
 
 class _Replay:
