@@ -528,12 +528,13 @@ def role_plain_publisher(cfg: Dict[str, Any], ctl: Control) -> None:
 
 
 def role_raw_server(cfg: Dict[str, Any], ctl: Control) -> None:
-    """A plain Pyro5 daemon with one object exposing a no-op method."""
+    """A plain Pyro5 daemon with one object exposing a no-op method that takes what
+    ``publish`` takes: the baseline of what the service adds to a call."""
     from Pyro5.api import Daemon, expose
 
     @expose
     class Noop:
-        def noop(self) -> None:
+        def noop(self, subject: Any = None, message: Any = None) -> None:
             return None
 
     daemon = Daemon(host=os.environ.get("PYRO_HOST") or HOST)
@@ -546,7 +547,8 @@ def role_raw_server(cfg: Dict[str, Any], ctl: Control) -> None:
 
 
 def role_raw_client(cfg: Dict[str, Any], ctl: Control) -> None:
-    """Calls the raw server's no-op ``events`` times, two-way."""
+    """Calls the raw server's no-op ``events`` times, two-way, with the arguments a
+    plain publisher gives ``publish``."""
     from Pyro5.api import Proxy
 
     proxy = Proxy(cfg["uri"])
@@ -557,16 +559,8 @@ def role_raw_client(cfg: Dict[str, Any], ctl: Control) -> None:
         ctl.send({"type": "report", "sent": 0, "error": "stopped before go"})
         return
     start, cpu0 = time.time(), time.process_time()
-    sent, error = 0, None
     noop = proxy.noop
-    try:
-        for _ in range(cfg["events"]):
-            noop()
-            sent += 1
-            if sent & 1023 == 0 and ctl.stop.is_set():
-                break
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    sent, error = _publish_loop(ctl, lambda msg: noop(SUBJECT, msg), cfg)
     ctl.send({"type": "report", "sent": sent, "start": start, "end": time.time(), "cpu": time.process_time() - cpu0,
               "error": error})
 

@@ -26,29 +26,29 @@ DRAIN_FACTOR = 64  # a message up to this many times the limit is read and disca
 DRAIN_CHUNK = 1 << 20  # bytes read at a time while discarding
 MIN_RECEIVE_RATE = 1 << 20  # bytes/s: a request must arrive at least this fast (beyond the handshake timeout)
 LARGE_MESSAGE = 1 << 16  # bytes: requests this large count against the budget of bytes in transit
+REAPER_TICK = 0.25  # seconds between looks for connections past their deadline
 IN_TRANSIT_FACTOR = 16  # budget of bytes in transit = this many times the largest message
 
 
 class Reaper:
     """One thread that shuts down connections whose deadline passed: a deadline covers a
-    whole exchange (a handshake, a request), however slowly its bytes drip in."""
+    whole exchange (a handshake, a request), however slowly its bytes drip in. It looks
+    every REAPER_TICK seconds, so watching and cancelling cost a request no thread switch."""
 
     def __init__(self) -> None:
         self._heap: List[List[Any]] = []  # [deadline, seq, sock, active]
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
 
     def watch(self, sock: socket.socket, seconds: float) -> List[Any]:
         """Shut ``sock`` down after ``seconds`` unless :meth:`cancel` is called first."""
         entry = [time.monotonic() + seconds, next(self._seq), sock, True]
-        with self._cond:
+        with self._lock:
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="es-reaper", daemon=True)
                 self._thread.start()
-            heapq.heappush(self._heap, entry)
-            if self._heap[0] is entry:
-                self._cond.notify()
         return entry
 
     @staticmethod
@@ -58,19 +58,19 @@ class Reaper:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while self._heap and not self._heap[0][3]:
-                    heapq.heappop(self._heap)  # cancelled
-                wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                if wait is None or wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                _, _, sock, active = heapq.heappop(self._heap)
-            if active and sock is not None:
+            time.sleep(REAPER_TICK)
+            now = time.monotonic()
+            expired = []
+            with self._lock:
+                while self._heap and (not self._heap[0][3] or self._heap[0][0] <= now):
+                    entry = heapq.heappop(self._heap)
+                    if entry[3]:
+                        expired.append(entry[2])
+            for sock in expired:
                 log.debug("closing a connection that missed its deadline")
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
+                except (OSError, AttributeError):
                     pass
 
 

@@ -45,7 +45,7 @@ class Route:
     an event when any of their filters passes; ``groups``: (group, members) where members
     are (key, filter or None) and one passing member gets the event; ``keys``: all keys."""
 
-    __slots__ = ("plain", "conditional", "groups", "keys")
+    __slots__ = ("plain", "conditional", "groups", "keys", "simple")
 
     def __init__(self, plain: FrozenSet[Hashable], conditional: Tuple[Tuple[Hashable, Tuple[Filter, ...]], ...],
                  groups: Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...]) -> None:
@@ -53,12 +53,7 @@ class Route:
         self.conditional = conditional
         self.groups = groups
         self.keys = plain.union(k for k, _ in conditional).union(k for _, ms in groups for k, _ in ms)
-
-    @property
-    def simple(self) -> bool:
-        """True when every key in ``plain`` gets every event and nobody else does."""
-        return not self.conditional and not self.groups
-
+        self.simple = not conditional and not groups  # every key in plain gets every event, nobody else
 
 NOWHERE = Route(frozenset(), (), ())
 
