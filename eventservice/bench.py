@@ -61,7 +61,7 @@ DEFAULT_FROZEN_RATE = 10_000.0  # events/s of frozen and s2-ref: below what 10 s
 DEFAULT_LATENCY_EVENTS = 3_000  # events of s3 (3 s at the default rate)
 DEFAULT_RATE = 1_000.0  # events/s of s3
 DEFAULT_CALLS = 10_000  # calls of raw and plain-publish
-DEFAULT_FANOUT_EVENTS = 200  # events of fanout: x 1,000 subscribers
+DEFAULT_FANOUT_EVENTS = 1000  # events of fanout: x 1,000 subscribers
 DEFAULT_PATTERNS = 1_000  # non-matching pattern subscriptions of s4
 FANOUT_PROCESSES = 4  # subscriber processes of fanout
 FANOUT_OBJECTS = 250  # subscribers per fanout process
@@ -359,11 +359,14 @@ def _plain_daemon_class(ident: Optional[str]) -> Any:
 
 
 def role_fanout(cfg: Dict[str, Any], ctl: Control) -> None:
-    """One Pyro5 daemon (multiplexed) with ``objects`` subscribers exposing
-    ``deliverEvents(items)`` and ``event(event)``; each subscribes itself to its subjects."""
+    """One Pyro5 daemon (multiplexed) with ``objects`` subscribers exposing what
+    eventservice's Subscriber exposes (``deliverPacked``, ``deliverEvents``, ``event``) and
+    called back in marshal as it is; each subscribes itself to its subjects."""
     import Pyro5
     from Pyro5.api import Proxy, expose
     import eventservice  # noqa: F401  (registers Event, for event())
+    from eventservice import wire
+    from eventservice.config import FAST_SERIALIZER
 
     Pyro5.config.SERVERTYPE = "multiplex"
     ident = os.environ.get("EVENTSERVICE_IDENT") or None
@@ -384,6 +387,9 @@ def role_fanout(cfg: Dict[str, Any], ctl: Control) -> None:
             for _subject, msg, _when in items:
                 add(msg, now)
 
+        def deliverPacked(self, data: bytes) -> None:  # as eventservice.Subscriber takes them
+            self.deliverEvents(wire.unpack(data))
+
         def event(self, event: Any) -> None:
             calls[1] += 1
             self.tally.add(event["msg"] if isinstance(event, dict) else event.msg, time.time())
@@ -398,6 +404,7 @@ def role_fanout(cfg: Dict[str, Any], ctl: Control) -> None:
     tag = cfg["tag"]
     for n, uri in enumerate(uris):
         callback = Proxy(uri)
+        callback._pyroSerializer = FAST_SERIALIZER  # called back as eventservice.Subscriber is
         subjects = [SUBJECT] + [f"fanout.{tag}.{n}.{j}" for j in range(1, cfg["subjects_each"])]
         es.subscribe(subjects, callback)
     cpu0 = time.process_time()
