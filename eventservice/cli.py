@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -77,6 +78,16 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--heartbeat", type=float, default=d.DEFAULT_HEARTBEAT,
                         help="seconds a subscriber may stay silent before it must answer a heartbeat; one that "
                              f"does not is removed (default {d.DEFAULT_HEARTBEAT:g}; 0: no heartbeats)")
+    from .backbone import DEFAULT_NAME as bb_name, DEFAULT_TIMEOUT as bb_timeout, URL_ENV as bb_env
+    hosts = parser.add_argument_group("many hosts: join other es through a messaging engine")
+    hosts.add_argument("--backbone", action="append", metavar="URL",
+                       help="nats://[user:password@]host:port or tls://... (repeat, or separate by commas, for the "
+                            "seed servers of one NATS cluster; needs eventservice[nats]), redis://[:password@]host:port"
+                            f"[/db] or rediss://... (needs eventservice[redis]) (default: ${bb_env})")
+    hosts.add_argument("--backbone-name", default=bb_name, metavar="NAME",
+                       help=f"the event space on the engine; es with the same name share events (default {bb_name})")
+    hosts.add_argument("--backbone-timeout", type=float, default=bb_timeout, metavar="SECONDS",
+                       help=f"seconds to wait for the engine at start (default {bb_timeout:g})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
 
 
@@ -137,8 +148,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"es: warning: listening on {args.host or 'all interfaces'} with neither passphrase nor TLS: "
               "anyone who can reach this port can publish and subscribe", file=sys.stderr, flush=True)
     ns_host = args.ns_host or (Pyro5.config.NS_HOST if args.ns_port else None)
+    from .backbone import URL_ENV, split_urls
+    backbone = split_urls(args.backbone or [os.environ.get(URL_ENV, "")])
+    if args.backbone_timeout <= 0:
+        raise ValueError("--backbone-timeout must be more than 0 seconds")
     server = start_es(args.host, args.port, settings=settings, use_ns=not args.no_ns,
-                      ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say)
+                      ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say,
+                      backbone=backbone or None, backbone_name=args.backbone_name,
+                      backbone_timeout=args.backbone_timeout)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
     _say(f"URI: {server.uri}")
@@ -251,9 +268,28 @@ def cmd_stats(args: argparse.Namespace) -> int:
                     "delivered", "dropped", "removed"):
             print(f"{key:22} {stats.get(key)}")
         for key in sorted(set(stats) - {"subscribers", "subject_subscriptions", "pattern_subscriptions",
-                                         "published", "delivered", "dropped", "removed"}):
+                                         "published", "delivered", "dropped", "removed", "backbone"}):
             print(f"{key:22} {stats[key]}")
+        if isinstance(stats.get("backbone"), dict):
+            print(_backbone_text(stats["backbone"]))
     return 0
+
+
+def _backbone_text(bb: Dict[str, Any]) -> str:
+    """The backbone section of ``es stats``: a headline, then one counter a line."""
+    state = bb.get("state", "?")
+    where = f" via {bb['server']}" if bb.get("server") else ""
+    lines = [f"{'backbone':22} {state}: {bb.get('url')} (event space {bb.get('name')!r}{where})"]
+    for key in ("sent", "received", "failed", "reconnects", "outages", "pending", "messages_sent",
+                "messages_received", "duplicates", "inbound_dropped", "invalid"):
+        if key in bb:
+            lines.append(f"  {key:20} {bb[key]}")
+    routed = "the whole space" if bb.get("whole_space") else \
+        f"{bb.get('routed_subjects', 0)} exact subjects"
+    lines.append(f"  {'receiving':20} {routed}")
+    if bb.get("last_error") and state != "connected":
+        lines.append(f"  {'last_error':20} {bb['last_error']}")
+    return "\n".join(lines)
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {

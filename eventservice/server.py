@@ -11,11 +11,12 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import Pyro5
 from Pyro5.core import URI
 
+from .backbone import DEFAULT_NAME as DEFAULT_BACKBONE_NAME, DEFAULT_TIMEOUT as DEFAULT_BACKBONE_TIMEOUT
 from .config import DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
 from .daemon import GuardedDaemon
 from .naming import (RegistrationKeeper, claim_name, find_ns, release_name, start_embedded_ns)
@@ -61,6 +62,8 @@ class EventServiceServer:
     ``loop()`` serves until ``stop()`` is called (from any thread or a signal handler);
     then the name is released, the daemon closed and delivery stopped.
     """
+
+    backbone: Any = None  # the eventservice.backbone.Backbone joining other es, if any
 
     def __init__(self, daemon: GuardedDaemon, service: EventService, uri: URI,
                  ns_host: Optional[str], ns_port: Optional[int], ns_uri: Optional[URI],
@@ -112,6 +115,8 @@ class EventServiceServer:
         self.service.announce_stopped()
         _hang_up_clients(self.daemon)
         self.daemon.close()
+        if self.backbone is not None:
+            self.backbone.close()
         self.service.close()
         if self.embedded_ns is not None:
             self.embedded_ns.close()
@@ -134,19 +139,37 @@ def _hang_up_clients(daemon: GuardedDaemon) -> None:
 def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Settings] = None,
              use_ns: bool = True, ns_host: Optional[str] = None, ns_port: Optional[int] = None,
              replace: bool = False, register_interval: float = DEFAULT_REGISTER_INTERVAL,
-             announce: Callable[[str], None] = log.info) -> EventServiceServer:
+             announce: Callable[[str], None] = log.info, backbone: Optional[Sequence[str]] = None,
+             backbone_name: str = DEFAULT_BACKBONE_NAME,
+             backbone_timeout: float = DEFAULT_BACKBONE_TIMEOUT) -> EventServiceServer:
     """Create an Event Service listening on ``host``:``port`` and, unless ``use_ns`` is
     false, register it as ``Pyro.EventService``. When no name server answers, one is
     started in this process at ``ns_host``/``ns_port`` (default: Pyro5's NS_HOST/NS_PORT).
     Raises :class:`~eventservice.naming.NameTakenError` when a live service holds the
-    name and ``replace`` is false. Call ``loop()`` on the result to serve."""
+    name and ``replace`` is false. Call ``loop()`` on the result to serve.
+
+    ``backbone``: URLs of an engine (NATS or Redis, see :mod:`eventservice.backbone`) that
+    joins this service to the event space ``backbone_name`` of other services; the engine
+    must answer within ``backbone_timeout`` seconds, before anything is served, or
+    :class:`~eventservice.backbone.BackboneError` is raised."""
     settings = settings or Settings()
+    link = None
+    if backbone:
+        from .backbone import open_backbone
+        link = open_backbone(backbone, backbone_name)  # fails at once: bad URL, missing extra
     configure_pyro(settings)
     daemon = GuardedDaemon(host=host, port=port, ident=settings.ident,
                            handshake_timeout=settings.handshake_timeout,
                            max_message_size=settings.max_message_size)
     service = EventService(settings)
     try:
+        if link is not None:
+            link.start(service.deliver_remote, backbone_timeout)
+            service.forward = link.forward
+            service.on_interest = link.set_interest
+            service.stats_sections["backbone"] = link.stats
+            link.set_interest(*service.index.interest())
+            announce(f"backbone: joined the event space {backbone_name!r} at {link.where or link.url}")
         uri = daemon.register(service, EVENTSERVICE_NAME)
         ns_uri = embedded_ns = keeper = None
         if use_ns:
@@ -166,12 +189,16 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
             service.on_replaced = keeper.replaced_by
             keeper.start()
     except BaseException:
+        if link is not None:
+            link.close()
         daemon.close()
         service.close()
         raise
     service.announce_started()
-    return EventServiceServer(daemon, service, uri, ns_uri.host if ns_uri else None,
-                              ns_uri.port if ns_uri else None, ns_uri, embedded_ns, keeper)
+    server = EventServiceServer(daemon, service, uri, ns_uri.host if ns_uri else None,
+                                ns_uri.port if ns_uri else None, ns_uri, embedded_ns, keeper)
+    server.backbone = link
+    return server
 
 
 def start_es_loop(host: str = "localhost", port: int = 0, **kwargs: Any) -> None:

@@ -1,0 +1,193 @@
+"""The NATS backbone (nats-py): ``nats://`` and ``tls://`` URLs, several of them the seed
+servers of one cluster.
+
+One connection carries both directions. It is made with ``no_echo`` (the server never sends
+an ``es`` its own events), reconnects at once to another server of the cluster (the seeds and
+the servers the cluster announces), and forever. Credentials in a URL (``user:password@`` or a
+token ``token@``) are taken out of the server list and given as options, so they hold for
+every server of the cluster, announced ones too. ``tls://`` verifies the server against the
+system's CAs (``SSL_CERT_FILE`` names another CA bundle).
+
+Order: NATS delivers the messages of one publishing connection to one subscribing connection
+in order, across subjects. nats-py hands each subscription's messages to a task of its own,
+which would reorder messages of different subscriptions; so the client here takes the
+messages of this backbone's subscriptions straight from the protocol parser, in the order
+they came off the socket (``_process_msg``; checked by the tests with nats-py 2.x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import nats.errors
+from nats.aio.client import Client
+
+from . import Backbone, BackboneError, describe
+
+log = logging.getLogger("eventservice.backbone")
+
+RECONNECT_WAIT = 0.5  # seconds before trying a server again that just failed
+CONNECT_TIMEOUT = 2.0  # seconds for one attempt to connect to one server
+PING_INTERVAL = 5  # seconds between pings; 2 unanswered pings mean the server is gone
+PENDING_SIZE = 8 * 1024 * 1024  # bytes nats-py may buffer (also while reconnecting)
+
+
+class _Client(Client):
+    """A nats-py client that hands the messages of chosen subscriptions to one callable, on
+    the loop, in the order they arrived."""
+
+    def __init__(self, on_message: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self.es_sids: Set[int] = set()
+        self.es_on_message = on_message
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,  # type: ignore[override]
+                           headers: bytes, *more: Any) -> None:
+        if sid in self.es_sids:
+            self.stats["in_msgs"] += 1
+            self.stats["in_bytes"] += len(data)
+            self.es_on_message(data)
+            return
+        await super()._process_msg(sid, subject, reply, data, headers, *more)
+
+
+class NatsBackbone(Backbone):
+    engine = "nats"
+
+    def __init__(self, urls: List[str], name: str, routing: bool = True) -> None:
+        super().__init__(urls, name, routing)
+        self.wildcard = f"{name}.ev.>"
+        self._nc: Optional[_Client] = None
+        self._subs: Dict[str, Any] = {}  # engine subject -> nats Subscription
+        self._servers, self._auth = _servers_and_auth(urls)
+
+    def _channel(self, digest: str) -> str:
+        return f"{self.name}.ev.{digest}"
+
+    def _max_payload(self) -> int:
+        nc = self._nc
+        return (nc.max_payload if nc is not None and nc.max_payload else 1024 * 1024) - 64
+
+    async def _connect(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        refused: "asyncio.Future[BaseException]" = loop.create_future()
+        nc = self._nc = _Client(self._inbound)
+
+        async def error_cb(exc: BaseException) -> None:
+            self.last_error = self.scrub(describe(exc))
+            if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
+                if not refused.done():
+                    refused.set_result(exc)
+            log.debug("backbone %s: %s", self.url, self.last_error)
+
+        async def disconnected_cb() -> None:
+            self._went_down(self.last_error or "disconnected")
+
+        async def reconnected_cb() -> None:
+            self._came_back(self._server())
+
+        tls: Optional[ssl.SSLContext] = None
+        if any(urlsplit(u).scheme.lower() == "tls" for u in self._servers):
+            tls = ssl.create_default_context()
+        connect = asyncio.ensure_future(nc.connect(
+            servers=self._servers, name=f"es {self.name} {self.origin[:8]}", error_cb=error_cb,
+            disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb,
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
+            connect_timeout=min(CONNECT_TIMEOUT, timeout), ping_interval=PING_INTERVAL, max_outstanding_pings=2,
+            dont_randomize=True, no_echo=True, pending_size=PENDING_SIZE, tls=tls, **self._auth))
+        done, _ = await asyncio.wait({connect, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if connect in done and connect.exception() is None:
+            self.where = self._server()
+            return
+        reason = None
+        if connect in done:
+            reason = self.scrub(describe(connect.exception()))  # type: ignore[arg-type]
+        connect.cancel()
+        try:
+            await asyncio.wait_for(nc.close(), 2)
+        except BaseException:
+            pass
+        if refused.done():
+            raise BackboneError(f"backbone {self.url}: the server refused the credentials "
+                                f"({self.scrub(describe(refused.result()))})")
+        reason = reason or self.last_error or "no answer"
+        raise BackboneError(f"backbone {self.url}: cannot connect within {timeout:g} s ({reason})")
+
+    def _server(self) -> str:
+        nc = self._nc
+        url = nc.connected_url if nc is not None else None
+        if url is None:
+            return ""
+        host = url.netloc.rpartition("@")[2]
+        return f"{url.scheme}://{host}"
+
+    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> int:
+        nc = self._nc
+        done = 0
+        try:
+            assert nc is not None
+            for channel, payload, _ in messages:
+                await nc.publish(channel, payload)
+                done += 1
+        except Exception as exc:
+            log.debug("backbone %s: publishing failed: %s", self.url, self.scrub(describe(exc)))
+        return done
+
+    async def _apply_interest(self, wanted: FrozenSet[str]) -> None:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return
+        for channel in sorted(wanted - self._subs.keys()):
+            nc.es_sids.add(nc._sid + 1)  # the sid subscribe() takes: no message may slip past
+            sub = await nc.subscribe(channel)
+            nc.es_sids.add(sub._id)
+            self._subs[channel] = sub
+        removed = []
+        for channel in sorted(self._subs.keys() - wanted):
+            sub = self._subs.pop(channel)
+            removed.append(sub._id)
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("backbone %s: unsubscribe failed: %s", self.url, self.scrub(describe(exc)))
+        if nc.is_connected:
+            try:
+                await nc.flush(timeout=2)  # the server answered: it has taken the changes
+            except Exception:
+                pass
+        # only now: messages the server sent on a dropped subscription before it took the
+        # UNSUB came before its answer, and were taken (a new subscription may not have
+        # been in place for them yet; duplicates are dropped by their seq)
+        nc.es_sids.difference_update(removed)
+
+    async def _disconnect(self) -> None:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return
+        if nc.is_connected:
+            try:
+                await nc.flush(timeout=1)
+            except Exception:
+                pass
+        await nc.close()
+
+
+def _servers_and_auth(urls: List[str]) -> Tuple[List[str], Dict[str, str]]:
+    """The server URLs without credentials, and the credentials as nats-py options (taken
+    from the first URL that has any)."""
+    servers: List[str] = []
+    auth: Dict[str, str] = {}
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.username is not None and not auth:
+            if parts.password is not None:
+                auth = {"user": unquote(parts.username), "password": unquote(parts.password)}
+            else:
+                auth = {"token": unquote(parts.username)}
+        host = parts.netloc.rpartition("@")[2]
+        servers.append(urlunsplit((parts.scheme.lower(), host, parts.path, parts.query, parts.fragment)))
+    return servers, auth
