@@ -4,14 +4,18 @@ The heir of Pyro 3's Event Service. Importing the package registers :class:`Even
 with Pyro5's serializers.
 """
 
+from .aio import AsyncPublisher, AsyncSubscriber, Subscription
 from .clients import Publisher, Subscriber
 from .config import EVENTSERVICE_NAME, VERSION as __version__, Settings
 from .event import Event
 from .naming import NameTakenError
 from .server import EventServiceServer, start_es, start_es_loop
 from .service import EventService
+from .shortcuts import emit, register, unregister
+from .typed import register_type
 
 __all__ = [
     "EVENTSERVICE_NAME", "Event", "EventService", "EventServiceServer", "NameTakenError",
     "Publisher", "Settings", "Subscriber", "start_es", "start_es_loop", "__version__",
+    "AsyncPublisher", "AsyncSubscriber", "Subscription", "emit", "register", "register_type", "unregister",
 ]

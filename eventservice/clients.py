@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import atexit
 import collections
+import inspect
 import logging
+import socket
 import threading
 import weakref
-from typing import Any, Callable, Deque, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from Pyro5 import errors
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
-from . import wire
+from . import typed, wire
 from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, EVENTSERVICE_NAME, FALLBACK_SERIALIZER,
                      FAST_SERIALIZER, ident_from_env)
 from .daemon import GuardedDaemon
 from .event import Event
+from .handlers import ErrorCallback, Handler, HandlerTable, log_handler_error
 from .naming import find_ns
+from .patterns import compile_pattern
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,11 @@ Subjects = Union[str, Iterable[str]]
 MAX_PENDING = 100_000  # events a batching Publisher holds before publish() waits
 MAX_BATCH = 5_000  # events per publishBatch call
 RECONNECT_ERRORS = (errors.CommunicationError, errors.NamingError, OSError)
+CLOSE_JOIN_TIMEOUT = 2.0  # seconds close() waits for each of a Subscriber's threads to end
+
+# connection callbacks: told the error that showed the service gone / the URI of the service back
+DisconnectCallback = Callable[[BaseException], Any]
+ReconnectCallback = Callable[[str], Any]
 
 
 def not_marshallable(exc: BaseException) -> bool:
@@ -54,16 +63,31 @@ class ServiceLink:
     """One proxy of the Event Service, shared by threads under a lock, made again after
     a failure: by ``esURI`` if given, else by name. With ``persistent=False`` the
     connection is closed after each call, so that an idle client (a Subscriber between
-    subscriptions) holds no connection, and no thread, in the service."""
+    subscriptions) holds no connection, and no thread, in the service.
+
+    ``on_lost(error)`` is called when a call finds the service gone (once, until it is
+    back), ``on_back(uri)`` when a new connection is made after that; both in the calling
+    thread, after the lock is released; what they raise is logged."""
 
     def __init__(self, ident: Optional[str], esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT,
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, on_lost: Optional[Callable[[BaseException], Any]] = None,
+                 on_back: Optional[Callable[[str], Any]] = None) -> None:
         self.ident = ident
         self.esURI = esURI
         self.timeout = timeout
         self.persistent = persistent
+        self.on_lost = on_lost
+        self.on_back = on_back
+        self.lost = False  # a call found the service gone and no new connection was made since
+        self.connected_once = False  # "lost" is told only about a service that was reached before
         self.lock = threading.RLock()
         self._proxy: Optional[Proxy] = None
+
+    @property
+    def uri(self) -> Optional[str]:
+        """The URI of the service this link last connected to, if any."""
+        proxy = self._proxy
+        return None if proxy is None else str(proxy._pyroUri)
 
     def _connect(self) -> Proxy:
         uri = self.esURI
@@ -99,26 +123,55 @@ class ServiceLink:
         """Call ``method`` on the service. A call that fails on a connection made earlier
         (the service restarted or moved) is tried once more on a new one, found anew;
         a call that timed out is not repeated."""
-        with self.lock:
-            fresh = self._proxy is None
-            while True:
-                if self._proxy is None:
-                    self._proxy = self._connect()
-                else:
-                    self._proxy._pyroClaimOwnership()
-                try:
-                    return self._invoke(method, args)
-                except errors.TimeoutError:
-                    self.reset()  # the service may have acted on it: never sent twice
-                    raise
-                except RECONNECT_ERRORS:
-                    self.reset()
-                    if fresh:
+        news: List[Tuple[str, Any]] = []
+        try:
+            with self.lock:
+                fresh = self._proxy is None
+                while True:
+                    if self._proxy is None:
+                        self._proxy = self._connect()
+                        self.connected_once = True
+                        if self.lost:
+                            self.lost = False
+                            news.append(("back", str(self._proxy._pyroUri)))
+                    else:
+                        self._proxy._pyroClaimOwnership()
+                    try:
+                        return self._invoke(method, args)
+                    except errors.TimeoutError as exc:
+                        self.reset()  # the service may have acted on it: never sent twice
+                        self._lose(exc, news)
                         raise
-                    fresh = True  # a connection made earlier went stale: once more, anew
-                finally:
-                    if not self.persistent and self._proxy is not None:
-                        self._proxy._pyroRelease()
+                    except RECONNECT_ERRORS as exc:
+                        self.reset()
+                        self._lose(exc, news)
+                        if fresh:
+                            raise
+                        fresh = True  # a connection made earlier went stale: once more, anew
+                    finally:
+                        if not self.persistent and self._proxy is not None:
+                            self._proxy._pyroRelease()
+        except RECONNECT_ERRORS as exc:
+            with self.lock:
+                self._lose(exc, news)  # finding the service again failed
+            raise
+        finally:
+            for kind, detail in news:
+                self._tell(kind, detail)
+
+    def _lose(self, exc: BaseException, news: List[Tuple[str, Any]]) -> None:
+        if not self.lost and self.connected_once:
+            self.lost = True
+            news.append(("lost", exc))
+
+    def _tell(self, kind: str, detail: Any) -> None:
+        callback = self.on_lost if kind == "lost" else self.on_back
+        if callback is None:
+            return
+        try:
+            callback(detail)
+        except Exception:
+            log.exception("connection callback %r raised", callback)
 
     def reset(self) -> None:
         """Drop the connection; the next call makes a new one."""
@@ -140,11 +193,24 @@ class Publisher:
     at once; a background thread sends queued events in order, many per call. ``flush()``
     waits until every queued event was accepted and raises the first error any met;
     ``close()``, the end of a ``with`` block and interpreter exit flush.
+
+    Messages may hold instances of classes registered with
+    :func:`eventservice.register_type`; an instance of a class nobody registered raises
+    ``TypeError`` in ``publish`` before anything is sent.
+
+    Connection callbacks (keyword arguments or attributes of the same names):
+    ``on_disconnect(error)`` when a call finds the service gone, ``on_reconnect(uri)`` when a
+    later call reached a service again; called once each per outage, in the thread that made
+    the call (the caller's, or with ``batch=True`` the sender's); what they raise is logged.
     """
 
-    def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False) -> None:
+    def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
+                 on_disconnect: Optional[DisconnectCallback] = None,
+                 on_reconnect: Optional[ReconnectCallback] = None) -> None:
         self.ident = ident_from_env(ident)
-        self._link = ServiceLink(self.ident, esURI)
+        self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
+        self._link = ServiceLink(self.ident, esURI, on_lost=self._lost, on_back=self._back)
         self._batcher: Optional[_Batcher] = _Batcher(self._link) if batch else None
         self._closed = False
         if self._batcher is not None:
@@ -155,6 +221,7 @@ class Publisher:
         if self._closed:
             raise RuntimeError("publisher is closed")
         subjects = [subjects] if type(subjects) is str else check_subjects(subjects)
+        msg = typed.encode(msg)
         if self._batcher is not None:
             self._batcher.add(subjects, msg)
         else:
@@ -176,6 +243,19 @@ class Publisher:
                 self._batcher.close()
         finally:
             self._link.reset()
+
+    @property
+    def connected(self) -> bool:
+        """False from a call that found the service gone until one reaches it again."""
+        return not self._link.lost
+
+    def _lost(self, error: BaseException) -> None:
+        if self.on_disconnect is not None:
+            self.on_disconnect(error)
+
+    def _back(self, uri: str) -> None:
+        if self.on_reconnect is not None:
+            self.on_reconnect(uri)
 
     def __enter__(self) -> "Publisher":
         return self
@@ -294,9 +374,45 @@ class _AtExit:
 _at_exit = _AtExit()
 
 
+class _SubscriberDaemon(GuardedDaemon):
+    """A Subscriber's daemon: remembers the connections it serves and their threads, so
+    that ``close()`` ends them too (Pyro5 alone leaves a worker blocked on each connection
+    until the other side closes it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._served: Dict[Any, threading.Thread] = {}
+        self._served_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def _handshake(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
+        ok = super()._handshake(conn, denied_reason)
+        if ok and denied_reason is None:
+            with self._served_lock:
+                self._served[conn] = threading.current_thread()
+        return ok
+
+    def clientDisconnect(self, conn: Any) -> None:
+        with self._served_lock:
+            self._served.pop(conn, None)
+
+    def close(self) -> None:
+        with self._served_lock:
+            served = list(self._served.items())
+        for conn, _ in served:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                pass
+        super().close()
+        me = threading.current_thread()
+        for _, thread in served:
+            if thread is not me and thread.is_alive():
+                thread.join(CLOSE_JOIN_TIMEOUT)
+
+
 @expose
 class Receiver:
-    """The object the service calls back; hands events to its Subscriber's ``event()``."""
+    """The object the service calls back; hands events to its Subscriber, a batch at a time."""
 
     def __init__(self, subscriber: "Subscriber") -> None:
         self._subscriber = subscriber
@@ -304,13 +420,19 @@ class Receiver:
     def event(self, event: Any) -> None:
         if isinstance(event, dict):
             event = Event(event["subject"], event["msg"], event["time"])
-        self._subscriber._dispatch(event)
+        decode = typed.decoder()
+        if decode is not None:
+            event = Event(event.subject, decode(event.msg), event.time)
+        self._subscriber._deliver([event])
 
     def deliverEvents(self, items: List[Tuple[str, Any, float]]) -> None:
         """Events as (subject, msg, time) tuples, in order."""
-        dispatch = self._subscriber._dispatch
-        for subject, msg, when in items:
-            dispatch(Event(subject, msg, when))
+        decode = typed.decoder()
+        if decode is None:
+            events = [Event(subject, msg, when) for subject, msg, when in items]
+        else:
+            events = [Event(subject, decode(msg), when) for subject, msg, when in items]
+        self._subscriber._deliver(events)
 
     def deliverPacked(self, data: bytes) -> None:
         """Events packed by :func:`eventservice.wire.pack`, in order."""
@@ -318,33 +440,55 @@ class Receiver:
 
 
 class Subscriber:
-    """Receives events on subjects and patterns; override ``event(self, event)``.
+    """Receives events on subjects and patterns; override ``event(self, event)``, or attach
+    plain handlers with :meth:`on` and :meth:`on_match`.
 
     It serves a Pyro5 daemon of its own (requiring the passphrase too, when one is set);
     ``listen()`` serves callbacks until ``abort()``, ``start()`` does that in a background
     thread. Events arrive in the order each publisher published them; with
-    ``setThreading(False)`` ``event()`` is never called by two threads at once. A watcher
-    thread checks the service every few seconds and subscribes again with everything this
-    subscriber had when the service restarted or was replaced.
+    ``setThreading(False)`` ``event()`` (and so every handler) is never called by two threads
+    at once. A watcher thread checks the service every few seconds and subscribes again with
+    everything this subscriber had when the service restarted or was replaced.
+
+    Keyword arguments (also attributes of the same names):
+
+    - ``on_error(exc, event, handler)``: told when a handler raised; the default logs it with
+      its traceback. The other handlers and the listener go on either way.
+    - ``on_disconnect(error)``: told when the watcher finds the service gone (unreachable, or
+      restarted: a new run under the name or ``esURI``).
+    - ``on_reconnect(uri)``: told when a service answers again and every subscription of this
+      subscriber (its own and its handlers') was made again there.
+
+    Connection callbacks alternate, starting with ``on_disconnect``, and run in the watcher
+    thread; what they raise is logged.
     """
 
-    def __init__(self, ident: Optional[str] = None, esURI: Any = None) -> None:
+    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *,
+                 on_error: Optional[ErrorCallback] = None,
+                 on_disconnect: Optional[DisconnectCallback] = None,
+                 on_reconnect: Optional[ReconnectCallback] = None) -> None:
         self.ident = ident_from_env(ident)
+        self.on_error: ErrorCallback = on_error or log_handler_error
+        self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
         self._link = ServiceLink(self.ident, esURI, persistent=False)
-        self.daemon = GuardedDaemon(ident=self.ident)
+        self.daemon = _SubscriberDaemon(ident=self.ident)
         self._receiver = Receiver(self)
         uri = self.daemon.register(self._receiver)
         self._callback = Proxy(uri)
         self._callback._pyroHandshake = self.ident
         self._callback._pyroSerializer = FAST_SERIALIZER  # the format the service calls back in
-        self._subjects: Set[str] = set()
-        self._patterns: Set[str] = set()
+        self._subjects: Set[str] = set()  # subscribed by subscribe(), as spelled
+        self._patterns: Set[str] = set()  # subscribed by subscribeMatch()
+        self._handlers = HandlerTable()  # plain handlers and their own subscriptions
         self._state_lock = threading.Lock()
+        self._change_lock = threading.RLock()  # one subscription change at a time, service call included
         self._event_lock = threading.Lock()
         self._threaded = True
         self._abort = threading.Event()
         self._listener: Optional[threading.Thread] = None
         self._service_id: Optional[str] = None
+        self._connected = True
         self._closed = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="es-subscriber-watch", daemon=True)
         self._watcher.start()
@@ -353,25 +497,30 @@ class Subscriber:
     def subscribe(self, subjects: Subjects) -> None:
         """Receive events on these exact subjects (case-insensitive)."""
         subjects = check_subjects(subjects)
-        self._remember(self._link.call("subscribe", subjects, self._callback))
-        with self._state_lock:
-            self._subjects.update(subjects)
+        with self._change_lock:
+            self._remember(self._link.call("subscribe", subjects, self._callback))
+            with self._state_lock:
+                self._subjects.update(subjects)
 
     def subscribeMatch(self, patterns: Subjects) -> None:
         """Receive events whose subject matches one of these regex patterns."""
         patterns = check_subjects(patterns, "pattern")
-        self._remember(self._link.call("subscribeMatch", patterns, self._callback))
-        with self._state_lock:
-            self._patterns.update(patterns)
+        with self._change_lock:
+            self._remember(self._link.call("subscribeMatch", patterns, self._callback))
+            with self._state_lock:
+                self._patterns.update(patterns)
 
     def unsubscribe(self, subjects: Subjects) -> None:
-        """Stop receiving on these subjects or patterns."""
+        """Stop receiving on these subjects or patterns: for this subscriber and every
+        handler holding them."""
         subjects = check_subjects(subjects, "subject or pattern")
-        self._link.call("unsubscribe", subjects, self._callback)
-        with self._state_lock:
-            folded = {s.casefold() for s in subjects}
-            self._subjects = {s for s in self._subjects if s.casefold() not in folded}
-            self._patterns.difference_update(subjects)
+        with self._change_lock:
+            self._link.call("unsubscribe", subjects, self._callback)
+            with self._state_lock:
+                folded = {s.casefold() for s in subjects}
+                self._subjects = {s for s in self._subjects if s.casefold() not in folded}
+                self._patterns.difference_update(subjects)
+            self._handlers.remove_names(subjects)
 
     def _remember(self, _result: Any) -> None:
         if self._service_id is None:
@@ -380,14 +529,135 @@ class Subscriber:
             except RECONNECT_ERRORS:
                 pass
 
+    def _held(self) -> Tuple[List[str], List[str]]:
+        """(exact subjects, patterns) this subscriber and its handlers hold at the service."""
+        with self._state_lock:
+            subjects = {s.casefold(): s for s in self._subjects}
+            patterns = set(self._patterns)
+        handler_subjects, handler_patterns = self._handlers.held()
+        for subject in handler_subjects:
+            subjects.setdefault(subject, subject)
+        return sorted(subjects.values()), sorted(patterns | handler_patterns)
+
+    # -- plain handlers ----------------------------------------------------------------------
+    def on(self, subjects: Subjects, handler: Optional[Handler] = None) -> Any:
+        """Call ``handler(event)`` for every event on these exact subjects (case-insensitive).
+
+        Subscribes at the service (before returning) and returns ``handler``. Without
+        ``handler``, returns a decorator that does the same: ``@sub.on("news")``. A handler
+        may be attached any number of times, to exact subjects and patterns; it is called
+        once per event that matches any of its subscriptions, however many do, and the
+        service sends the event once however many handlers want it. Handlers run in the
+        daemon's threads, in the order they were first attached; one that raises goes to
+        ``on_error`` and the others still run. They are called by the default ``event()``:
+        an overriding ``event()`` calls :meth:`call_handlers` to keep them."""
+        subjects = check_subjects(subjects)
+        if handler is None:
+            return self._decorator(self.on, subjects)
+        _check_handler(handler)
+        with self._change_lock:
+            added = self._handlers.add(handler, subjects=subjects)
+            try:
+                self._remember(self._link.call("subscribe", subjects, self._callback))
+            except BaseException:
+                self._handlers.remove(handler, added[0])
+                raise
+        return handler
+
+    def on_match(self, patterns: Subjects, handler: Optional[Handler] = None) -> Any:
+        """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``), matched here
+        with the service's semantics. ``ValueError`` for an invalid pattern, before sending."""
+        patterns = check_subjects(patterns, "pattern")
+        if handler is None:
+            return self._decorator(self.on_match, patterns)
+        _check_handler(handler)
+        compiled = [compile_pattern(p) for p in patterns]
+        with self._change_lock:
+            added = self._handlers.add(handler, patterns=compiled)
+            try:
+                self._remember(self._link.call("subscribeMatch", patterns, self._callback))
+            except BaseException:
+                self._handlers.remove(handler, added[1])
+                raise
+        return handler
+
+    @staticmethod
+    def _decorator(attach: Callable[[List[str], Handler], Any], names: List[str]) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            attach(names, handler)
+            return handler
+        return decorate
+
+    def remove_handler(self, handler: Handler, subjects: Optional[Subjects] = None) -> bool:
+        """Detach ``handler`` from these subjects and patterns (by the strings they were given
+        with; exact ones case-insensitive), or from all; a handler left with none is
+        detached. Unsubscribes at the service what nobody here holds any more. True if
+        the handler held any of them; an unknown handler is ignored (False)."""
+        names = None if subjects is None else check_subjects(subjects, "subject or pattern")
+        with self._change_lock:
+            before = self._held()
+            if not self._handlers.remove(handler, names):
+                return False
+            self._release(before)
+        return True
+
+    def handlers(self) -> List[Handler]:
+        """The attached handlers, in the order they were first attached."""
+        return self._handlers.handlers()
+
+    def _release(self, before: Tuple[List[str], List[str]]) -> None:
+        """Unsubscribe at the service what was held ``before`` and is held no more (change lock held)."""
+        subjects, patterns = self._held()
+        gone_subjects = {s.casefold() for s in before[0]} - {s.casefold() for s in subjects}
+        gone = [s for s in before[0] if s.casefold() in gone_subjects] + sorted(set(before[1]) - set(patterns))
+        if not gone:
+            return
+        self._link.call("unsubscribe", gone, self._callback)
+        # the service's unsubscribe takes a string as an exact subject and as a pattern:
+        # subscribe again what is still held under a string that went
+        gone_folded = {g.casefold() for g in gone}
+        again_subjects = [s for s in subjects if s.casefold() in gone_folded]
+        again_patterns = [p for p in patterns if p in gone]
+        if again_subjects:
+            self._link.call("subscribe", again_subjects, self._callback)
+        if again_patterns:
+            self._link.call("subscribeMatch", again_patterns, self._callback)
+
+    def call_handlers(self, event: Event) -> int:
+        """Call every handler whose subscriptions match ``event``, each once, in attachment
+        order; a handler that raises goes to ``on_error``. Returns how many were called."""
+        targets = self._handlers.targets(event.subject)
+        for handler in targets:
+            try:
+                handler(event)
+            except Exception as exc:
+                self._handler_failed(exc, event, handler)
+        return len(targets)
+
+    def _handler_failed(self, exc: BaseException, event: Event, handler: Any) -> None:
+        try:
+            self.on_error(exc, event, handler)
+        except Exception:
+            log.exception("the error callback raised, for handler %r and %s", handler, event)
+
     # -- listening ---------------------------------------------------------------------------
     def event(self, event: Event) -> None:
-        """Called for each event; override it. The default prints the event."""
-        print(event, flush=True)
+        """Called for each event, in a thread of the subscriber's daemon; override it. The
+        default calls the handlers that want the event (:meth:`call_handlers`) and, when
+        this subscriber has no handlers, prints the event."""
+        if self._handlers:
+            self.call_handlers(event)
+        else:
+            print(event, flush=True)
 
     def setThreading(self, threaded: bool) -> None:
         """False: ``event()`` is called by one thread at a time."""
         self._threaded = bool(threaded)
+
+    def _deliver(self, events: List[Event]) -> None:
+        """One batch of events from the service, in order (a daemon thread)."""
+        for event in events:
+            self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
         try:
@@ -419,11 +689,15 @@ class Subscriber:
             pass
 
     def close(self) -> None:
-        """Unsubscribe everything (when the service answers), stop listening, close the daemon."""
-        with self._state_lock:
-            held = sorted(self._subjects | self._patterns)
-            self._subjects.clear()
-            self._patterns.clear()
+        """Unsubscribe everything (when the service answers), stop listening, close the
+        daemon and its connections, and end this subscriber's threads."""
+        with self._change_lock:
+            subjects, patterns = self._held()
+            held = sorted(set(subjects) | set(patterns))
+            with self._state_lock:
+                self._subjects.clear()
+                self._patterns.clear()
+            self._handlers.clear()
         self.abort()
         self._closed.set()
         if held:
@@ -431,10 +705,13 @@ class Subscriber:
                 self._link.call("unsubscribe", held, self._callback)
             except RECONNECT_ERRORS as exc:
                 log.debug("could not unsubscribe on close: %s", exc)
-        if self._listener is not None:
+        me = threading.current_thread()
+        if self._listener is not None and self._listener is not me:
             self._listener.join(5)
         self.daemon.close()
         self._link.reset()
+        if self._watcher is not me:
+            self._watcher.join(DEFAULT_CLIENT_TIMEOUT + CLOSE_JOIN_TIMEOUT)
 
     def __enter__(self) -> "Subscriber":
         return self
@@ -443,25 +720,63 @@ class Subscriber:
         self.close()
 
     # -- finding the service again ---------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """False from the watcher finding the service gone until it subscribed again."""
+        return self._connected
+
     def _watch(self) -> None:
         link = ServiceLink(self.ident, self._link.esURI, persistent=False)
         while not self._closed.wait(DEFAULT_RECONNECT_CHECK):
-            with self._state_lock:
-                subjects, patterns = sorted(self._subjects), sorted(self._patterns)
+            subjects, patterns = self._held()
             if not (subjects or patterns):
                 continue
             try:
                 current = link.call("ping")
-                if self._service_id is None:
-                    self._service_id = current
-                if current == self._service_id:
-                    continue
+            except RECONNECT_ERRORS as exc:
+                log.debug("event service not reachable: %s", exc)
+                self._went_away(exc)
+                continue
+            if self._service_id is None:
+                self._service_id = current
+            if current == self._service_id and self._connected:
+                continue
+            if current != self._service_id:
+                self._went_away(ConnectionError(f"the event service was restarted or replaced "
+                                                f"(run {self._service_id} is now {current})"))
+            try:
                 if subjects:
                     link.call("subscribe", subjects, self._callback)
                 if patterns:
                     link.call("subscribeMatch", patterns, self._callback)
-                self._service_id = current
-                log.info("event service %s is new: subscribed again", current)
             except RECONNECT_ERRORS as exc:
                 log.debug("event service not reachable: %s", exc)
+                continue
+            if self._closed.is_set():
+                break
+            self._service_id = current
+            log.info("event service %s answers: subscribed again", current)
+            self._connected = True
+            self._tell(self.on_reconnect, link.uri or "")
         link.reset()
+
+    def _went_away(self, error: BaseException) -> None:
+        if self._connected and not self._closed.is_set():
+            self._connected = False
+            self._tell(self.on_disconnect, error)
+
+    def _tell(self, callback: Optional[Callable[[Any], Any]], detail: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(detail)
+        except Exception:
+            log.exception("connection callback %r raised", callback)
+
+
+def _check_handler(handler: Any) -> None:
+    if not callable(handler):
+        raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
+        raise TypeError("a coroutine function cannot be a handler of the threaded Subscriber: "
+                        "use eventservice.aio.AsyncSubscriber")

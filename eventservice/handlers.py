@@ -1,0 +1,163 @@
+"""Plain handlers: callables attached to a Subscriber, each with subscriptions of its own.
+
+The :class:`HandlerTable` answers "which handlers get an event on this subject" with the
+service's own semantics (exact subjects case-insensitive, patterns with ``re.IGNORECASE`` and
+``re.match``, via :class:`~eventservice.matching.SubscriptionIndex`), each handler once
+however many of its subscriptions match, in the order the handlers were first attached. No
+sockets: the Subscriber asks the service for the union of what its handlers want, and the
+service sends each event once.
+
+Thread-safety: every method may be called from any thread; ``targets`` takes no lock on a
+cache hit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Set, Tuple
+
+from .event import Event
+from .matching import SubscriptionIndex
+from .patterns import Pattern
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], Any]
+# called with (the exception, the event, the handler that raised it)
+ErrorCallback = Callable[[BaseException, Event, Any], Any]
+
+MAX_CACHED_SUBJECTS = 10_000  # distinct subjects whose handler list is remembered
+
+
+def log_handler_error(exc: BaseException, event: Event, handler: Any) -> None:
+    """The default error callback: logs the exception with its traceback."""
+    log.error("handler %s raised for %s", _name(handler), event, exc_info=(type(exc), exc, exc.__traceback__))
+
+
+def _name(handler: Any) -> str:
+    return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+def _key(handler: Any) -> Hashable:
+    try:
+        hash(handler)
+        return handler
+    except TypeError:
+        return ("id", id(handler))
+
+
+class HandlerTable:
+    """The handlers of one Subscriber and the subscriptions each holds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._index = SubscriptionIndex(max_subscriptions=1 << 62)
+        self._handlers: Dict[Hashable, Tuple[int, Any]] = {}  # key -> (order, handler)
+        self._order = itertools.count()
+        self._cache: Dict[str, Tuple[Any, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __bool__(self) -> bool:
+        return bool(self._handlers)
+
+    def add(self, handler: Any, subjects: Iterable[str] = (),
+            patterns: Iterable[Pattern] = ()) -> Tuple[List[str], List[str]]:
+        """Give ``handler`` these exact subjects and compiled patterns (besides those it has).
+        Returns (subjects, pattern sources) it did not hold before, for :meth:`remove` to
+        undo."""
+        key = _key(handler)
+        subjects, patterns = list(subjects), list(patterns)
+        with self._lock:
+            held_subjects, held_patterns = self._index.subscriptions_of(key)
+            new_subjects = sorted({s.casefold() for s in subjects} - set(held_subjects))
+            new_patterns = sorted({p.source for p in patterns} - set(held_patterns))
+            if key not in self._handlers:
+                self._handlers[key] = (next(self._order), handler)
+            if subjects:
+                self._index.add_subjects(key, subjects)
+            if patterns:
+                self._index.add_patterns(key, patterns)
+            self._forget(key)
+            self._cache = {}
+        return new_subjects, new_patterns
+
+    def remove(self, handler: Any, names: Optional[Iterable[str]] = None) -> bool:
+        """Remove ``handler``'s subscriptions given by ``names`` (exact ones case-insensitive,
+        patterns by the same string), or all of them; a handler left with none is detached.
+        True if it held any of them."""
+        key = _key(handler)
+        with self._lock:
+            if key not in self._handlers:
+                return False
+            before = self._index.subscriptions_of(key)
+            if names is None:
+                self._index.remove_subscriber(key)
+            else:
+                self._index.remove(key, list(names))
+            after = self._index.subscriptions_of(key)
+            self._forget(key)
+            self._cache = {}
+        return before != after
+
+    def remove_names(self, names: Iterable[str]) -> None:
+        """Remove these subjects and patterns from every handler."""
+        names = list(names)
+        with self._lock:
+            for key in list(self._handlers):
+                self._index.remove(key, names)
+                self._forget(key)
+            self._cache = {}
+
+    def clear(self) -> None:
+        """Detach every handler."""
+        with self._lock:
+            for key in list(self._handlers):
+                self._index.remove_subscriber(key)
+            self._handlers.clear()
+            self._cache = {}
+
+    def _forget(self, key: Hashable) -> None:
+        """Detach the handler of ``key`` if it holds no subscription (lock held)."""
+        if not self._index.has(key):
+            self._handlers.pop(key, None)
+
+    def holds(self, handler: Any) -> bool:
+        """True if ``handler`` is attached."""
+        return _key(handler) in self._handlers
+
+    def handlers(self) -> List[Any]:
+        """The attached handlers, in the order they were first attached."""
+        with self._lock:
+            return [h for _, h in sorted(self._handlers.values(), key=lambda item: item[0])]
+
+    def subscriptions_of(self, handler: Any) -> Tuple[List[str], List[str]]:
+        """(casefolded exact subjects, pattern sources) of ``handler``."""
+        return self._index.subscriptions_of(_key(handler))
+
+    def held(self) -> Tuple[Set[str], Set[str]]:
+        """(casefolded exact subjects, pattern sources) that any handler holds."""
+        with self._lock:
+            subjects: Set[str] = set()
+            patterns: Set[str] = set()
+            for key in self._handlers:
+                mine, theirs = self._index.subscriptions_of(key)
+                subjects.update(mine)
+                patterns.update(theirs)
+            return subjects, patterns
+
+    def targets(self, subject: str) -> Tuple[Any, ...]:
+        """The handlers that get an event on ``subject``: each once, in attachment order."""
+        found = self._cache.get(subject)
+        if found is None:
+            with self._lock:
+                keys = self._index.match(subject)
+                entries = sorted(self._handlers[k] for k in keys if k in self._handlers)
+                found = tuple(h for _, h in entries)
+                if len(self._cache) >= MAX_CACHED_SUBJECTS:
+                    self._cache = {}
+                self._cache[subject] = found
+        return found
