@@ -94,11 +94,9 @@ class _Worker:
 def _settle(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]", result: Any,
             error: Optional[BaseException]) -> None:
     def settle() -> None:
-        if future.cancelled():
-            if error is not None and not isinstance(error, Exception):
-                return
+        if future.cancelled():  # its caller went away; the call itself ran to its end
             if error is not None:
-                log.debug("a cancelled call failed: %s", error)
+                log.debug("a call whose caller was cancelled failed: %s", error)
             return
         if error is not None:
             future.set_exception(error)
