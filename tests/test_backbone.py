@@ -9,6 +9,7 @@ subscriptions receive events from every es within 2 s.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -252,3 +253,55 @@ def test_interest_routing_keeps_events_away(cluster: Any, make_subscriber: Any, 
             print(f"  es {name:8} received {got[name]:5} events; the engine sent it "
                   f"{seen[name].get('out_msgs')} messages, {seen[name].get('out_bytes')} bytes "
                   f"(without routing: every event)")
+
+
+# -- messages -------------------------------------------------------------------------------
+
+@needs_nats
+def test_messages_arrive_as_a_local_subscriber_gets_them(cluster: Any, make_subscriber: Any,
+                                                         plain_daemon: PlainDaemon) -> None:
+    """Messages that marshal cannot carry (an Event, ...) travel too, and arrive as a local
+    subscriber of the same kind gets them; an event too large for the engine is delivered
+    locally, counted as failed, and logged once."""
+    from eventservice import Event
+
+    node = NatsCluster(cluster, 1)
+    a, b = start_space(cluster, [node.urls] * 2)
+    sinks = {"local": class_sink(make_subscriber, a, "local", ["odd", "big"]),
+             "remote": class_sink(make_subscriber, b, "remote", ["odd", "big"]),
+             "local-plain": plain_daemon.subscribe(a, "local-plain", ["odd"]),
+             "remote-plain": plain_daemon.subscribe(b, "remote-plain", ["odd"])}
+    odd = [Event("inner", {"x": (1, 2)}, 1.5),
+           {"set": {1, 2}, "tuple": (1, (2, "3")), "bytes": b"\x00\xff", "none": None, "int": 2 ** 80,
+            "float": 1.25, "text": "h\u00e9\u4e16\U0001f600"}]
+    with Publisher(esURI=a.uri) as publisher:
+        wait_for(lambda: publisher.publish("odd", "probe") or
+                 all(payloads(s) for s in sinks.values()), 10, "probes everywhere")
+        for message in odd:
+            publisher.publish("ODD", message)
+        publisher.publish("big", "x" * 1_500_000)  # NATS takes 1 MB per message by default
+        publisher.publish("big", "y" * 1_500_000)
+        publisher.publish("odd", "end")
+    for sink in sinks.values():
+        wait_for(lambda: any(m == "end" for _, m, _, _ in payloads(sink)), 10, f"the end at {sink.name}")
+    got = {name: [(s, m, t) for s, m, t, _ in payloads(sink) if s == "ODD"] for name, sink in sinks.items()}
+    assert [m for _, m, _ in got["local"]] == odd
+    assert got["remote"] == got["local"] and got["remote-plain"] == got["local-plain"]
+    assert isinstance(got["remote"][0][1], Event) and isinstance(got["remote"][1][1]["tuple"][1], tuple)
+    assert [len(m) for s, m, _, _ in payloads(sinks["local"]) if s == "big"] == [1_500_000] * 2
+    assert not any(s == "big" for s, _, _, _ in payloads(sinks["remote"]))
+    stats = backbone_stats(a)
+    assert stats["failed"] == 2, stats
+    assert len([line for line in a.stderr if "could not be forwarded" in line]) == 1, a.output()
+
+
+@needs_nats
+def test_es_stops_promptly_while_the_engine_is_down(cluster: Any) -> None:
+    node = NatsCluster(cluster, 1).nodes[0]
+    (es,) = start_space(cluster, [[node.url]])
+    node.kill()
+    wait_for(lambda: backbone_stats(es)["state"] == "disconnected", 10, "the outage")
+    started = time.monotonic()
+    es.signal(signal.SIGTERM)
+    assert es.wait_exit(10) == 0
+    assert time.monotonic() - started < 5

@@ -46,6 +46,8 @@ import uuid
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
+from ..config import PRESENCE_PREFIX
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "eventservice"  # --backbone-name
@@ -558,14 +560,11 @@ class Backbone:
         self.messages_received += 1
         good: List[Item] = []
         for item in items:
-            if type(item) is tuple and len(item) == 3 and type(item[0]) is str and item[0] \
-                    and type(item[2]) in (float, int):
-                good.append(item)
-            elif type(item) is list and len(item) == 3 and type(item[0]) is str and item[0] \
-                    and type(item[2]) in (float, int):
-                good.append((item[0], item[1], item[2]))
+            if type(item) in (tuple, list) and len(item) == 3 and type(item[0]) is str and item[0] \
+                    and type(item[2]) in (float, int) and not _reserved(item[0]):
+                good.append(item if type(item) is tuple else (item[0], item[1], item[2]))
             else:
-                self.invalid += 1
+                self.invalid += 1  # not an event, or on a subject only the service publishes on
         return good
 
     # -- state -------------------------------------------------------------------------------
@@ -618,6 +617,10 @@ class Backbone:
 
     async def _disconnect(self) -> None:
         raise NotImplementedError
+
+
+def _reserved(subject: str) -> bool:
+    return subject[:1] in "eE" and subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX
 
 
 def _subject_hash(casefolded: str) -> str:

@@ -129,6 +129,8 @@ class RedisBackbone(Backbone):
         await self._drop_pubsub()
         self._reset = False
         try:
+            # connections made before the outage would fail once more when first used
+            await asyncio.wait_for(self._client.connection_pool.disconnect(), CONNECT_TIMEOUT)
             await asyncio.wait_for(self._client.ping(), CONNECT_TIMEOUT)
             await asyncio.wait_for(self._open_pubsub(), CONNECT_TIMEOUT + 1)
         except asyncio.CancelledError:

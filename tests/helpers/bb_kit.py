@@ -152,10 +152,12 @@ class RedisServer:
 
 # -- event spaces, subscribers and publishers -----------------------------------------------
 
-def start_space(cluster: Any, urls: Sequence[Sequence[str]], *more: str) -> List[Any]:
+def start_space(cluster: Any, urls: Sequence[Sequence[str]], *more: str,
+                env: Optional[Dict[str, str]] = None) -> List[Any]:
     """One ``es`` (no name server) per entry of ``urls``, joined by ``--backbone``; started
     side by side."""
-    procs = [cluster.es("-N", "--heartbeat", "0", *more, *[a for u in us for a in ("--backbone", u)], wait=False)
+    procs = [cluster.es("-N", "--heartbeat", "0", *more, *[a for u in us for a in ("--backbone", u)], wait=False,
+                        env=env)
              for us in urls]
     for proc in procs:
         proc.uri = proc.wait_line(r"^URI: (\S+)", 30).group(1)
@@ -174,11 +176,19 @@ class Sink:
     def __init__(self, name: str) -> None:
         self.name = name
         self.events: List[Tuple[str, Any, float, str]] = []
+        self.arrivals: List[float] = []  # time.time() of each arrival
         self.lock = threading.Lock()
 
     def add(self, subject: str, msg: Any, when: float, kind: str) -> None:
         with self.lock:
             self.events.append((subject, msg, when, kind))
+            self.arrivals.append(time.time())
+
+    def longest_pause(self) -> float:
+        """The longest time between two arrivals."""
+        with self.lock:
+            times = list(self.arrivals)
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
     def snapshot(self) -> List[Tuple[str, Any, float, str]]:
         with self.lock:
@@ -293,11 +303,14 @@ def payloads(sink: Sink) -> List[Tuple[str, Any, float, str]]:
 
 
 class Flow:
-    """A publisher thread on one es: events on ``subjects`` in turn, {"seq": n}, until stopped."""
+    """A publisher thread on one es: events on ``subjects`` in turn, {"seq": n, "t": time},
+    until stopped. ``slowest``: the longest publish call."""
 
-    def __init__(self, es: Any, subjects: Sequence[str], pause: float = 0.003) -> None:
-        self.es, self.subjects, self.pause = es, list(subjects), pause
+    def __init__(self, es: Any, subjects: Sequence[str], pause: float = 0.003, name: str = "flow") -> None:
+        self.es, self.subjects, self.pause, self.name = es, list(subjects), pause, name
         self.published: List[Tuple[str, int]] = []
+        self.times: List[float] = []  # time.time() of each publish
+        self.slowest = 0.0
         self.stop = threading.Event()
         self.errors: List[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -309,11 +322,14 @@ class Flow:
                 seq = 0
                 while not self.stop.is_set():
                     subject = self.subjects[seq % len(self.subjects)]
-                    proxy.publish(subject, {"seq": seq})
+                    now = time.time()
+                    proxy.publish(subject, {"seq": seq, "t": now})
+                    self.slowest = max(self.slowest, time.time() - now)
                     self.published.append((subject, seq))
+                    self.times.append(now)
                     seq += 1
                     time.sleep(self.pause)
-                proxy.publish(FENCE, {"end": True})
+                proxy.publish(FENCE, {"end": self.name})
         except BaseException as exc:
             self.errors.append(exc)
 
