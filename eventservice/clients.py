@@ -14,6 +14,7 @@ import inspect
 import logging
 import socket
 import threading
+import time
 import weakref
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
 
@@ -22,8 +23,8 @@ from Pyro5.api import expose
 from Pyro5.client import Proxy
 
 from . import typed, wire
-from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, EVENTSERVICE_NAME, FALLBACK_SERIALIZER,
-                     FAST_SERIALIZER, ident_from_env)
+from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, DEFAULT_REQUEST_TIMEOUT, EVENTSERVICE_NAME,
+                     FALLBACK_SERIALIZER, FAST_SERIALIZER, ident_from_env)
 from .daemon import GuardedDaemon
 from .event import Event
 from .handlers import ErrorCallback, Handler, HandlerTable, log_handler_error
@@ -226,6 +227,24 @@ class Publisher:
             self._batcher.add(subjects, msg)
         else:
             self._link.call("publish", subjects, msg)
+
+    def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Send a request on ``subject`` and return the first answer of a responder (a
+        subscriber whose ``respond`` returns something). ``TimeoutError`` naming the
+        subject when none answers within ``timeout`` seconds. Not batched: it waits."""
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        if not isinstance(subject, str):
+            raise TypeError(f"subject must be a str, not {type(subject).__name__}")
+        link = self._request_link(timeout)
+        return typed.decode(link.call("request", subject, typed.encode(msg), timeout))
+
+    def _request_link(self, timeout: float) -> ServiceLink:
+        """The connection for requests: the publishing one, unless the request may take
+        longer than its timeout."""
+        if timeout + 1 <= self._link.timeout:
+            return self._link
+        return ServiceLink(self.ident, self._link.esURI, timeout=timeout + DEFAULT_CLIENT_TIMEOUT, persistent=False)
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""
@@ -438,6 +457,16 @@ class Receiver:
         """Events packed by :func:`eventservice.wire.pack`, in order."""
         self.deliverEvents(wire.unpack(data))
 
+    def respond(self, request: Dict[str, Any]) -> Any:
+        """A request (subject, msg, time as a dict): the Subscriber's answer, or None."""
+        event = Event(request["subject"], typed.decode(request["msg"]), request["time"])
+        return typed.encode(self._subscriber._answer(event))
+
+    def heartbeat(self, service_id: str) -> bool:
+        """The service checks that this subscriber is alive."""
+        self._subscriber._heard_from(service_id)
+        return True
+
 
 class Subscriber:
     """Receives events on subjects and patterns; override ``event(self, event)``, or attach
@@ -480,6 +509,9 @@ class Subscriber:
         self._callback._pyroSerializer = FAST_SERIALIZER  # the format the service calls back in
         self._subjects: Set[str] = set()  # subscribed by subscribe(), as spelled
         self._patterns: Set[str] = set()  # subscribed by subscribeMatch()
+        # ("subject", casefolded) or ("pattern", source) -> (group, filter), for those with any
+        self._options: Dict[Tuple[str, str], Tuple[Optional[str], Any]] = {}
+        self._last_heartbeat: Optional[Tuple[str, float]] = None  # (service id, monotonic time)
         self._handlers = HandlerTable()  # plain handlers and their own subscriptions
         self._state_lock = threading.Lock()
         self._change_lock = threading.RLock()  # one subscription change at a time, service call included
@@ -494,21 +526,71 @@ class Subscriber:
         self._watcher.start()
 
     # -- subscriptions ---------------------------------------------------------------------
-    def subscribe(self, subjects: Subjects) -> None:
-        """Receive events on these exact subjects (case-insensitive)."""
+    def subscribe(self, subjects: Subjects, group: Optional[str] = None, filter: Any = None) -> None:
+        """Receive events on these exact subjects (case-insensitive). With ``group``, the
+        subscribers of that work-queue group share the events (each goes to one of them);
+        with ``filter`` (plain data, see :mod:`eventservice.filters`) only events whose
+        message passes are sent. Both are kept when subscribing again after a restart."""
         subjects = check_subjects(subjects)
         with self._change_lock:
-            self._remember(self._link.call("subscribe", subjects, self._callback))
+            self._remember(self._link.call("subscribe", subjects, self._callback, *_extras(group, filter)))
             with self._state_lock:
                 self._subjects.update(subjects)
+                self._remember_options("subject", subjects, group, filter)
 
-    def subscribeMatch(self, patterns: Subjects) -> None:
-        """Receive events whose subject matches one of these regex patterns."""
+    def subscribeMatch(self, patterns: Subjects, group: Optional[str] = None, filter: Any = None) -> None:
+        """Receive events whose subject matches one of these regex patterns; ``group`` and
+        ``filter`` as for :meth:`subscribe`."""
         patterns = check_subjects(patterns, "pattern")
         with self._change_lock:
-            self._remember(self._link.call("subscribeMatch", patterns, self._callback))
+            self._remember(self._link.call("subscribeMatch", patterns, self._callback, *_extras(group, filter)))
             with self._state_lock:
                 self._patterns.update(patterns)
+                self._remember_options("pattern", patterns, group, filter)
+
+    def _remember_options(self, kind: str, names: List[str], group: Optional[str], filter: Any) -> None:
+        for name in names:
+            key = (kind, name.casefold() if kind == "subject" else name)
+            if group is None and filter is None:
+                self._options.pop(key, None)
+            else:
+                self._options[key] = (group, filter)
+
+    def _subscribe_all(self, link: "ServiceLink", subjects: List[str], patterns: List[str]) -> None:
+        """Subscribe again to everything held, each with its group and filter."""
+        with self._state_lock:
+            options_of = dict(self._options)
+        for method, kind, names in (("subscribe", "subject", subjects), ("subscribeMatch", "pattern", patterns)):
+            by_options: Dict[str, Tuple[Tuple[Any, ...], List[str]]] = {}
+            for name in names:
+                options = options_of.get((kind, name.casefold() if kind == "subject" else name))
+                extras = _extras(*options) if options else ()
+                by_options.setdefault(repr(extras), (extras, []))[1].append(name)
+            for extras, grouped in by_options.values():
+                link.call(method, grouped, self._callback, *extras)
+
+    def respond(self, event: Event) -> Any:
+        """Answer a request (see :meth:`Publisher.request`); override it. The default
+        returns the first answer (not None) of the handlers that want the event, or None:
+        no answer from this subscriber."""
+        for handler in self._handlers.targets(event.subject):
+            try:
+                answer = handler(event)
+            except Exception as exc:
+                self._handler_failed(exc, event, handler)
+                continue
+            if answer is not None:
+                return answer
+        return None
+
+    def _answer(self, event: Event) -> Any:
+        if self._threaded:
+            return self.respond(event)
+        with self._event_lock:
+            return self.respond(event)
+
+    def _heard_from(self, service_id: str) -> None:
+        self._last_heartbeat = (service_id, time.monotonic())
 
     def unsubscribe(self, subjects: Subjects) -> None:
         """Stop receiving on these subjects or patterns: for this subscriber and every
@@ -520,6 +602,9 @@ class Subscriber:
                 folded = {s.casefold() for s in subjects}
                 self._subjects = {s for s in self._subjects if s.casefold() not in folded}
                 self._patterns.difference_update(subjects)
+                for name in subjects:
+                    self._options.pop(("subject", name.casefold()), None)
+                    self._options.pop(("pattern", name), None)
             self._handlers.remove_names(subjects)
 
     def _remember(self, _result: Any) -> None:
@@ -745,10 +830,7 @@ class Subscriber:
                 self._went_away(ConnectionError(f"the event service was restarted or replaced "
                                                 f"(run {self._service_id} is now {current})"))
             try:
-                if subjects:
-                    link.call("subscribe", subjects, self._callback)
-                if patterns:
-                    link.call("subscribeMatch", patterns, self._callback)
+                self._subscribe_all(link, subjects, patterns)
             except RECONNECT_ERRORS as exc:
                 log.debug("event service not reachable: %s", exc)
                 continue
@@ -772,6 +854,16 @@ class Subscriber:
             callback(detail)
         except Exception:
             log.exception("connection callback %r raised", callback)
+
+
+def _extras(group: Optional[str], filter: Any) -> Tuple[Any, ...]:
+    """The optional arguments of the service's subscribe methods, only as far as given
+    (an Event Service that predates them still takes a plain subscription)."""
+    if filter is not None:
+        return (group, filter)
+    if group is not None:
+        return (group,)
+    return ()
 
 
 def _check_handler(handler: Any) -> None:

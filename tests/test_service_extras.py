@@ -357,3 +357,78 @@ def test_idle_healthy_subscriber_is_not_removed(cluster, daemon):
         time.sleep(0.2)
     service.publish("quiet.subject", "still here")
     sub.wait_line("still here", 10)
+
+
+# -- the same through eventservice's own clients ---------------------------------------------
+
+def test_subscriber_groups_and_filters_through_the_client(es, make_subscriber):
+    from eventservice import Publisher
+    members = [make_subscriber() for _ in range(2)]
+    for m in members:
+        m.subscribe("jobs", group="crew")
+    picky = make_subscriber()
+    picky.subscribeMatch(r"jobs|marker", filter=["or", ["==", "urgent", True], ["==", "end", True]])
+    with Publisher() as pub:
+        for i in range(40):
+            pub.publish("jobs", {"seq": i, "urgent": i % 10 == 0})
+        pub.publish("marker", {"end": True})
+    got = lambda sub: [e.msg["seq"] for e in sub.recorder.events if "seq" in e.msg]  # noqa: E731
+    wait_for(lambda: len(got(members[0])) + len(got(members[1])) >= 40, 15, "the crew's jobs")
+    assert sorted(got(members[0]) + got(members[1])) == list(range(40))
+    assert got(members[0]) and got(members[1])
+    picky.recorder.wait_count(5)
+    assert got(picky) == [0, 10, 20, 30]
+
+
+def test_subscription_options_survive_an_es_restart(cluster, make_subscriber):
+    from eventservice import Publisher
+    cluster.start_ns()
+    old = cluster.es()
+    sub = make_subscriber()
+    sub.subscribe("quotes", filter=[">", "price", 10])
+    old.kill()
+    cluster.es()
+
+    def filtered_again():
+        with Publisher() as pub:
+            pub.publish("quotes", {"price": 1})
+            pub.publish("quotes", {"price": 11})
+        return any(e.msg == {"price": 11} for e in sub.recorder.events)
+    wait_for(filtered_again, 20, "the subscriber to subscribe again, filter and all")
+    assert all(e.msg["price"] > 10 for e in sub.recorder.events), [e.msg for e in sub.recorder.events]
+
+
+def test_publisher_request_and_subscriber_respond(es, make_subscriber):
+    from eventservice import Event, Publisher, Subscriber
+
+    class Clock(Subscriber):
+        def respond(self, event: Event):
+            return {"asked": event.msg, "subject": event.subject}
+
+    clock = make_subscriber(cls=Clock)
+    clock.subscribe("time.NOW")
+    handlers_only = make_subscriber()
+    handlers_only.on("time.echo", lambda event: f"echo {event.msg}")
+    with Publisher() as client:
+        assert client.request("TIME.now", 7) == {"asked": 7, "subject": "TIME.now"}
+        assert client.request("time.echo", "hi", timeout=3) == "echo hi"
+        with pytest.raises(TimeoutError, match="time.never"):
+            client.request("time.never", None, timeout=0.5)
+        with pytest.raises(TypeError):
+            client.request(5)
+    assert not [e for e in clock.recorder.events], "a responder answers; it is not sent the event as well"
+
+
+def test_request_may_wait_longer_than_a_call_timeout(es, make_subscriber):
+    from eventservice import Publisher, Subscriber
+    from eventservice.config import DEFAULT_CLIENT_TIMEOUT
+
+    class Slow(Subscriber):
+        def respond(self, event):
+            time.sleep(event.msg)  # the load of this test: a responder that takes its time
+            return "done"
+
+    slow = make_subscriber(cls=Slow)
+    slow.subscribe("slow.job")
+    with Publisher() as client:
+        assert client.request("slow.job", DEFAULT_CLIENT_TIMEOUT + 1, timeout=DEFAULT_CLIENT_TIMEOUT + 5) == "done"
