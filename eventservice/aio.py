@@ -23,6 +23,7 @@ from typing import (Any, Awaitable, Callable, Deque, Dict, Generator, List, Opti
 
 from . import typed
 from .clients import MAX_PENDING, Publisher, Subjects, Subscriber, check_subjects
+from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
 from .handlers import HandlerTable, log_handler_error
 from .patterns import compile_pattern
@@ -204,6 +205,15 @@ class AsyncPublisher:
             batcher.add(subjects, msg)  # room: takes the batcher's lock only briefly
         else:
             await self._worker.submit(batcher.add, subjects, msg)
+
+    async def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Send a request and return the first answer of a responder, as
+        :meth:`eventservice.Publisher.request` does; the loop goes on meanwhile (the
+        publisher's other calls wait for it in its worker thread)."""
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        self._callbacks.bind()
+        return await self._worker.submit(self._publisher.request, subject, msg, timeout)
 
     async def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""

@@ -432,3 +432,34 @@ def test_request_may_wait_longer_than_a_call_timeout(es, make_subscriber):
     slow.subscribe("slow.job")
     with Publisher() as client:
         assert client.request("slow.job", DEFAULT_CLIENT_TIMEOUT + 1, timeout=DEFAULT_CLIENT_TIMEOUT + 5) == "done"
+
+
+def test_async_publisher_request(es, make_subscriber):
+    import asyncio
+
+    from eventservice import AsyncPublisher, Subscriber
+
+    class Echo(Subscriber):
+        def respond(self, event):
+            return ["echo", event.msg]
+
+    make_subscriber(cls=Echo).subscribe("echo")
+
+    async def ask():
+        async with AsyncPublisher() as client:
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.001)
+                    ticks += 1
+            ticker = asyncio.ensure_future(tick())
+            answer = await client.request("echo", 1, timeout=5)
+            with pytest.raises(TimeoutError):
+                await client.request("nobody", 1, timeout=0.5)
+            ticker.cancel()
+            return answer, ticks
+    answer, ticks = asyncio.run(ask())
+    assert answer == ["echo", 1]
+    assert ticks > 10, "the loop ran while the requests waited"
