@@ -417,8 +417,7 @@ class Backbone:
         if not total:
             return
         messages = self._pack(batches)
-        done = await self._send(messages) if messages else 0
-        sent = sum(n for _, _, n in messages[:done])
+        sent, done = await self._send(messages) if messages else (0, 0)
         self.sent += sent
         self.messages_sent += done
         if sent < total:
@@ -470,9 +469,16 @@ class Backbone:
 
     def _pack_run(self, channel: str, run: List[Item], out: List[Tuple[str, bytes, int]]) -> None:
         self._seq += 1
-        payload = self._encode(self._seq, run)
+        payload = self._encode(self._seq, run, alone=len(run) == 1)
+        if payload is None and len(run) > 1:
+            # marshal cannot carry some message here: only events whose own message it cannot
+            # carry travel in serpent (which turns bytes into dicts, as Pyro5 does)
+            half = len(run) // 2
+            self._pack_run(channel, run[:half], out)
+            self._pack_run(channel, run[half:], out)
+            return
         limit = self._max_payload()
-        if payload is not None and (len(payload) <= TARGET_MESSAGE_BYTES or
+        if payload is not None and (len(payload) <= min(TARGET_MESSAGE_BYTES, limit) or
                                     (len(run) == 1 and len(payload) <= limit)):
             out.append((channel, payload, len(run)))
             return
@@ -489,11 +495,14 @@ class Backbone:
             log.warning("backbone %s: an event on %r could not be forwarded: %s (logged once; counted as failed)",
                         self.url, run[0][0], why)
 
-    def _encode(self, seq: int, run: List[Item]) -> Optional[bytes]:
+    def _encode(self, seq: int, run: List[Item], alone: bool = True) -> Optional[bytes]:
+        """The engine message for ``run``: marshal, else (for one event ``alone``) serpent;
+        None when neither can."""
         try:
             return FORMAT_MARSHAL + marshal.dumps((self.origin, seq, run), MARSHAL_VERSION)
         except (ValueError, TypeError):
-            pass
+            if not alone:
+                return None
         try:
             return FORMAT_SERPENT + _serpent().dumps((self.origin, seq, run))
         except Exception:
@@ -618,9 +627,9 @@ class Backbone:
     async def _connect(self, timeout: float) -> None:
         raise NotImplementedError
 
-    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> int:
+    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> Tuple[int, int]:
         """Publish ``messages`` (engine subject, payload, number of events) in order;
-        return how many of them (from the first) were handed to the engine."""
+        return how many events, and how many messages, were handed to the engine."""
         raise NotImplementedError
 
     async def _apply_interest(self, wanted: FrozenSet[str]) -> None:
@@ -663,6 +672,6 @@ def _serpent() -> Any:
     global _SERPENT
     if _SERPENT is None:
         from Pyro5.serializers import serializers
-        from .. import event  # noqa: F401  (registers Event with the serializers)
+        from .. import event  # noqa: F401  registers Event with the serializers
         _SERPENT = serializers["serpent"]
     return _SERPENT

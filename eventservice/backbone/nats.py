@@ -125,17 +125,21 @@ class NatsBackbone(Backbone):
         host = url.netloc.rpartition("@")[2]
         return f"{url.scheme}://{host}"
 
-    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> int:
+    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> Tuple[int, int]:
         nc = self._nc
-        done = 0
-        try:
-            assert nc is not None
-            for channel, payload, _ in messages:
+        events = done = 0
+        assert nc is not None
+        for channel, payload, n in messages:
+            try:
                 await nc.publish(channel, payload)
-                done += 1
-        except Exception as exc:
-            log.debug("backbone %s: publishing failed: %s", self.url, self.scrub(describe(exc)))
-        return done
+            except nats.errors.MaxPayloadError:  # the server takes less than it said: skip this one
+                continue
+            except Exception as exc:
+                log.debug("backbone %s: publishing failed: %s", self.url, self.scrub(describe(exc)))
+                break
+            events += n
+            done += 1
+        return events, done
 
     async def _apply_interest(self, wanted: FrozenSet[str]) -> None:
         nc = self._nc

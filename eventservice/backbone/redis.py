@@ -148,19 +148,19 @@ class RedisBackbone(Backbone):
         if pubsub is not None:
             await _close(pubsub)
 
-    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> int:
+    async def _send(self, messages: List[Tuple[str, bytes, int]]) -> Tuple[int, int]:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel, payload, _ in messages:
                     pipe.publish(channel, payload)
                 await asyncio.wait_for(pipe.execute(), SEND_TIMEOUT)
-            return len(messages)
+            return sum(n for _, _, n in messages), len(messages)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._went_down(describe(exc))
             self._reset = True
-            return 0
+            return 0, 0
 
     async def _apply_interest(self, wanted: FrozenSet[str]) -> None:
         pubsub = self._pubsub
