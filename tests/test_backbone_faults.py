@@ -191,6 +191,16 @@ def test_unreachable_engine_at_start(cluster: Any, scheme: str) -> None:
 
 
 @needs_nats
+def test_first_seed_down_at_start(cluster: Any) -> None:
+    """Of the seed servers, the first does not answer: es joins through the next one."""
+    node = NatsCluster(cluster, 1).nodes[0]
+    dead = f"nats://{HOST}:{free_port()}"
+    (es,) = start_space(cluster, [[f"{dead},{node.url}"]], "--backbone-timeout", "5")
+    stats = backbone_stats(es)
+    assert stats["connected"] and stats["server"] == node.url, stats
+
+
+@needs_nats
 def test_nats_credentials_refused_and_never_shown(cluster: Any) -> None:
     """A NATS server with --user/--pass: a wrong password is refused at once (one line, no
     password); the right one joins, and its password appears nowhere: not in stats, es stats,
