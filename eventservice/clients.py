@@ -755,9 +755,12 @@ class Subscriber:
             log.exception("event() raised for %s", event)
 
     def listen(self) -> None:
-        """Serve callbacks until :meth:`abort`."""
-        self._abort.clear()
-        self.daemon.requestLoop(lambda: not self._abort.is_set())
+        """Serve callbacks until :meth:`abort` (an abort that came before this call ends it
+        at once: it is used up, and the next ``listen()`` serves again)."""
+        try:
+            self.daemon.requestLoop(lambda: not self._abort.is_set())
+        finally:
+            self._abort.clear()
 
     def start(self) -> threading.Thread:
         """Listen in a background thread; returns it."""
