@@ -74,8 +74,8 @@ PROGRESS_EVERY = 0.5  # seconds between a child's progress reports
 LATENCY_POINTS = 1000  # quantiles a subscriber reports, for merging
 LATENCY_SAMPLES = 200_000  # latencies a subscriber keeps at most (it samples beyond)
 
-SCENARIO_ORDER = ("s1", "s2", "s3", "s4", "raw", "plain-publish", "plain-sub", "fanout", "s2-ref", "frozen",
-                  "custom")
+SCENARIO_ORDER = ("s1", "s2", "s3", "s4", "raw", "plain-publish", "plain-sub", "plain-sub-serpent", "fanout",
+                  "s2-ref", "frozen", "custom")
 REFERENCE = {"s4": "s1", "plain-publish": "raw", "frozen": "s2-ref"}  # scenario -> its reference
 RATIO_FIELD = {"s4": "ratio_to_s1", "plain-publish": "ratio_to_raw", "frozen": "healthy_ratio_to_ref"}
 FROZEN_ES_OPTIONS = ["--overflow", "drop"]
@@ -87,6 +87,7 @@ DESCRIPTIONS = {
     "raw": "baseline: plain Pyro5 client -> plain Pyro5 daemon, no-op method, two-way, serpent",
     "plain-publish": "plain Pyro5 client calling publish(), one event per call, no subscriber",
     "plain-sub": "1 batched Publisher -> 1 plain Pyro5 subscriber exposing only event()",
+    "plain-sub-serpent": "plain-sub, the subscriber's callback proxy pinned to serpent",
     "fanout": "1 batched Publisher -> 1,000 subscribers in 4 processes, 100 subjects each",
     "s2-ref": "s2 paced (10,000/s) on an es with the options of frozen (--overflow drop), nobody frozen: "
               "the reference of frozen",
@@ -440,7 +441,9 @@ def role_plain_sub(cfg: Dict[str, Any], ctl: Control) -> None:
     es = Proxy(cfg["esuri"])
     es._pyroHandshake = ident
     es._pyroTimeout = 30
-    es.subscribe(cfg["subjects"], Proxy(uri))
+    callback = Proxy(uri)
+    callback._pyroSerializer = cfg.get("callback_serializer")  # None: the service picks (marshal)
+    es.subscribe(cfg["subjects"], callback)
     cpu0 = time.process_time()
     ctl.send({"type": "ready", "uris": [str(uri)]})
 
@@ -853,8 +856,9 @@ class Options:
             base["patterns"] = DEFAULT_PATTERNS if a.patterns is None else a.patterns
         elif name in ("raw", "plain-publish"):
             base.update(kind=name, events=a.calls)
-        elif name == "plain-sub":
-            base.update(plain=True, events=events or DEFAULT_PLAIN_SUB_EVENTS)
+        elif name in ("plain-sub", "plain-sub-serpent"):
+            base.update(plain=True, events=events or DEFAULT_PLAIN_SUB_EVENTS,
+                        callback_serializer="serpent" if name == "plain-sub-serpent" else None)
         elif name == "fanout":
             base.update(kind="fanout", events=a.fanout_events, subscribers=FANOUT_PROCESSES)
         elif name in ("s2-ref", "frozen"):
@@ -1064,7 +1068,7 @@ class Run:
                     subs.append(self.spawn(f"fanout-{n}", "fanout", cfg))
                 else:
                     cfg = {"subjects": [SUBJECT], "expected": expected, "cleanup": external,
-                           "patterns": patterns if n == 0 else []}
+                           "patterns": patterns if n == 0 else [], "callback_serializer": spec.get("callback_serializer")}
                     subs.append(self.spawn(f"subscriber-{n}", "plain-sub" if spec["plain"] else "subscriber", cfg))
             pubs = []
             for n in range(publishers_n):
