@@ -34,6 +34,7 @@ RECONNECT_WAIT = 0.5  # seconds before trying a server again that just failed
 CONNECT_TIMEOUT = 2.0  # seconds for one attempt to connect to one server
 PING_INTERVAL = 5  # seconds between pings; 2 unanswered pings mean the server is gone
 PENDING_SIZE = 8 * 1024 * 1024  # bytes nats-py may buffer (also while reconnecting)
+RETIRE_AFTER = 2.0  # seconds a subscription no longer wanted is kept (see _apply_interest)
 
 
 class _Client(Client):
@@ -63,6 +64,8 @@ class NatsBackbone(Backbone):
         self.wildcard = f"{name}.ev.>"
         self._nc: Optional[_Client] = None
         self._subs: Dict[str, Any] = {}  # engine subject -> nats Subscription
+        self._retiring: Dict[str, Tuple[Any, float]] = {}  # no longer wanted: (subscription, when it ends)
+        self._reaper: Optional["asyncio.Future[None]"] = None
         self._servers, self._auth = _servers_and_auth(urls)
 
     def _channel(self, digest: str) -> str:
@@ -146,27 +149,58 @@ class NatsBackbone(Backbone):
         if nc is None or nc.is_closed:
             return
         for channel in sorted(wanted - self._subs.keys()):
+            retired = self._retiring.pop(channel, None)
+            if retired is not None:  # still subscribed: wanted again
+                self._subs[channel] = retired[0]
+                continue
             nc.es_sids.add(nc._sid + 1)  # the sid subscribe() takes: no message may slip past
             sub = await nc.subscribe(channel)
             nc.es_sids.add(sub._id)
             self._subs[channel] = sub
-        removed = []
-        for channel in sorted(self._subs.keys() - wanted):
-            sub = self._subs.pop(channel)
-            removed.append(sub._id)
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("backbone %s: unsubscribe failed: %s", self.url, self.scrub(describe(exc)))
+        # A subscription no longer wanted is kept a little: in a cluster, the servers learn
+        # of a new subscription and of the end of an old one that covered the same events
+        # (the whole space, or the subjects when a pattern comes) in no fixed order, and
+        # an event could fall between them. Meanwhile events may come twice: duplicates
+        # are dropped by their seq.
+        deadline = asyncio.get_running_loop().time() + RETIRE_AFTER
+        for channel in self._subs.keys() - wanted:
+            self._retiring[channel] = (self._subs.pop(channel), deadline)
+        if self._retiring and (self._reaper is None or self._reaper.done()):
+            self._reaper = asyncio.ensure_future(self._reap())
         if nc.is_connected:
             try:
                 await nc.flush(timeout=2)  # the server answered: it has taken the changes
             except Exception:
                 pass
-        # only now: messages the server sent on a dropped subscription before it took the
-        # UNSUB came before its answer, and were taken (a new subscription may not have
-        # been in place for them yet; duplicates are dropped by their seq)
-        nc.es_sids.difference_update(removed)
+
+    async def _reap(self) -> None:
+        """Unsubscribe retired subscriptions once their time is up."""
+        loop = asyncio.get_running_loop()
+        while self._retiring:
+            nc = self._nc
+            if nc is None or nc.is_closed:
+                return
+            now = loop.time()
+            due = [c for c, (_, deadline) in self._retiring.items() if deadline <= now]
+            if not due:
+                await asyncio.sleep(min(d for _, d in self._retiring.values()) - now)
+                continue
+            removed = []
+            for channel in due:
+                sub, _ = self._retiring.pop(channel)
+                removed.append(sub._id)
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("backbone %s: unsubscribe failed: %s", self.url, self.scrub(describe(exc)))
+            if nc.is_connected:
+                try:
+                    await nc.flush(timeout=2)
+                except Exception:
+                    pass
+            # only now: messages the server sent on these subscriptions before it took the
+            # UNSUBs came before its answer, and were taken
+            nc.es_sids.difference_update(removed)
 
     async def _disconnect(self) -> None:
         nc = self._nc
