@@ -379,27 +379,36 @@ class Dispatcher:
                 for _ in _invoke_batch(proxy, calls):
                     done += 1
                 return len(batch)
-            except (ValueError, TypeError) as exc:
-                if hasattr(exc, "_pyroTraceback") or proxy._pyroSerializer != FAST_SERIALIZER:
-                    raise
-                mailbox.marshals = False  # a message marshal cannot carry: serpent from now on
-                proxy._pyroSerializer = mailbox.serializer
-                continue
-            except errors.SerializeError as exc:
-                if mailbox.mode == MODE_EVENT and EVENT_CLASS_TAG in str(exc):
+            except Exception as exc:
+                remote = hasattr(exc, "_pyroTraceback")
+                if isinstance(exc, (ValueError, TypeError)) and not remote and mailbox.marshals:
+                    # a message marshal cannot carry: serpent from now on
+                    mailbox.marshals = False
+                    proxy._pyroSerializer = mailbox.serializer
+                elif isinstance(exc, errors.SerializeError) and mailbox.mode == MODE_EVENT \
+                        and EVENT_CLASS_TAG in str(exc):
                     log.debug("subscriber %s cannot decode Event: sending dicts", mailbox.key)
                     mailbox.mode = MODE_DICT
-                    continue
-                # it answered with something we cannot decode (its own exception type)
-                log.info("subscriber %s answered undecodably: %s", mailbox.key, exc)
-                return len(batch)
-            except Exception as exc:
-                if not hasattr(exc, "_pyroTraceback") or isinstance(exc, (errors.DaemonError, errors.SecurityError)):
+                elif isinstance(exc, errors.SerializeError):
+                    # it answered with something we cannot decode (its own exception type)
+                    log.info("subscriber %s answered undecodably: %s", mailbox.key, exc)
+                    return len(batch)
+                elif remote and proxy._pyroSerializer == FAST_SERIALIZER and mailbox.marshals:
+                    # event() raised, and Pyro5 could not marshal the batch's results (an
+                    # exception among them): how far it got is unknown. Serpent from now on;
+                    # events of this batch after the failing one may be lost.
+                    log.warning("subscriber %s raised in event() (%s); events after it in a batch of %d "
+                                "may be lost; calling it back in serpent from now on", mailbox.key, exc, len(pending))
+                    mailbox.marshals = False
+                    proxy._pyroSerializer = mailbox.serializer
+                    return len(batch)
+                elif remote and not isinstance(exc, (errors.DaemonError, errors.SecurityError)):
+                    # the subscriber's event() raised on event number `done`: that one was
+                    # delivered; the batch stopped there, so send the rest again
+                    log.info("subscriber %s raised in event(): %s", mailbox.key, exc)
+                    pending = pending[done + 1:]
+                else:
                     raise
-                # the subscriber's event() raised on event number `done`: that one was
-                # delivered; the Pyro5 batch stopped there, so send the rest again
-                log.info("subscriber %s raised in event(): %s", mailbox.key, exc)
-                pending = pending[done + 1:]
         return len(batch)
 
     @staticmethod

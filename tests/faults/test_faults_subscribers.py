@@ -72,7 +72,10 @@ def test_faulty_subscribers_beside_healthy_ones(cluster, policy):
     subs = {
         "good": cluster.python("subscriber.py", SUBJECT, name="good"),
         "plain": cluster.python("subscriber.py", "--plain", SUBJECT, name="plain"),
-        "raiser": cluster.python("subscriber.py", "--plain", "--raise-on", str(RAISE_ON), SUBJECT, name="raiser"),
+        # pinned to serpent: there the service learns exactly where a batch stopped (see
+        # test_raising_subscriber_called_back_in_marshal for the default)
+        "raiser": cluster.python("subscriber.py", "--plain", "--serializer", "serpent", "--raise-on", str(RAISE_ON),
+                                 SUBJECT, name="raiser"),
         "hanger": cluster.python("subscriber.py", "--hang-on", str(HANG_ON), SUBJECT, name="hanger"),
         "victim": cluster.python("subscriber.py", SUBJECT, name="victim"),
         "frozen": cluster.python("subscriber.py", SUBJECT, name="frozen"),
@@ -201,3 +204,27 @@ def test_frozen_subscriber_costs_a_publisher_one_wait(cluster):
     assert per[key_of(per, listening_port(frozen.pid))]["dropped"] > 0
     frozen.signal(signal.SIGCONT)
     assert len(waits) <= 1, f"{len(waits)} waits of ~{BLOCK_TIMEOUT}s for one frozen subscriber: {waits}"
+
+
+def test_raising_subscriber_called_back_in_marshal(es, cluster):
+    """A plain subscriber that chose no serializer is called back in marshal; when its
+    event() raises, Pyro5 cannot marshal the batch's results, so the service cannot tell how
+    far the batch got: it switches that subscriber to serpent and goes on. The subscriber
+    never gets an event twice nor out of order, and gets every event published after that
+    batch; a healthy subscriber beside it gets everything."""
+    raiser = cluster.python("subscriber.py", "--plain", "--raise-on", str(RAISE_ON), SUBJECT, name="raiser")
+    good = cluster.python("subscriber.py", "--plain", SUBJECT, name="good")
+    raiser.wait_line("READY", 30)
+    good.wait_line("READY", 30)
+    with Publisher() as pub:
+        for seq in range(200):
+            pub.publish(SUBJECT, {"seq": seq, "src": "p"})
+        wait_for(lambda: len(seqs_of(good)) >= 200, 30, "the healthy subscriber's events")
+        for seq in range(200, 300):
+            pub.publish(SUBJECT, {"seq": seq, "src": "p"})
+    wait_for(lambda: 299 in seqs_of(raiser), 30, "the raiser to get the last event")
+    got = seqs_of(raiser)
+    assert got == sorted(set(got)), "no event twice, none out of order"
+    assert got[:RAISE_ON + 1] == list(range(RAISE_ON + 1)), "up to the failing event, all"
+    assert list(range(200, 300)) == [s for s in got if s >= 200], "every event after the failing batch"
+    assert seqs_of(good) == list(range(300))

@@ -17,6 +17,7 @@ parser.add_argument("--raise-on", type=int, default=-1, help="raise in event() f
 parser.add_argument("--hang-on", type=int, default=-1, help="never return from event() for seq == N")
 parser.add_argument("--ident")
 parser.add_argument("--quiet", action="store_true", help="print only a count every 1000 events")
+parser.add_argument("--serializer", help="--plain: the serializer the service calls back in (default: its choice)")
 args = parser.parse_args()
 
 lock = threading.Lock()
@@ -60,10 +61,12 @@ if args.plain or args.plain_import:
     ns = Pyro5.api.locate_ns()
     service = Pyro5.api.Proxy(ns.lookup("Pyro.EventService"))
     service._pyroHandshake = args.ident
+    callback = Pyro5.api.Proxy(me)
+    callback._pyroSerializer = args.serializer
     if args.match:
-        service.subscribeMatch(args.subjects, Pyro5.api.Proxy(me))
+        service.subscribeMatch(args.subjects, callback)
     else:
-        service.subscribe(args.subjects, Pyro5.api.Proxy(me))
+        service.subscribe(args.subjects, callback)
     print("READY", flush=True)
     daemon.requestLoop()
 else:
