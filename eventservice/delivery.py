@@ -360,16 +360,16 @@ class Dispatcher:
     def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Item]) -> int:
         """One call (or a few, after a subscriber's own error) carrying ``batch``."""
         if mailbox.mode == MODE_BATCH:
-            packed = wire.pack(batch) if mailbox.packs else None
-            if packed is not None:
-                getattr(proxy, PACKED_METHOD)(packed)
-                return len(batch)
-            # a message marshal cannot carry: this batch as arguments, in serpent
-            chosen, proxy._pyroSerializer = proxy._pyroSerializer, FALLBACK_SERIALIZER
-            try:
-                getattr(proxy, BATCH_METHOD)(batch)
-            finally:
-                proxy._pyroSerializer = chosen
+            for run, packed in _packed_runs(batch) if mailbox.packs else [(batch, None)]:
+                if packed is not None:
+                    getattr(proxy, PACKED_METHOD)(packed)
+                    continue
+                # messages marshal cannot carry: these as arguments, in serpent
+                chosen, proxy._pyroSerializer = proxy._pyroSerializer, FALLBACK_SERIALIZER
+                try:
+                    getattr(proxy, BATCH_METHOD)(run)
+                finally:
+                    proxy._pyroSerializer = chosen
             return len(batch)
         pending = batch
         while pending:
@@ -461,3 +461,20 @@ def _invoke_batch(proxy: Proxy, calls: List[Tuple[str, Tuple[Any, ...], Dict[str
         if isinstance(result, core._ExceptionWrapper):
             result.raiseIt()
         yield result
+
+
+def _packed_runs(batch: List[Item]) -> List[Tuple[List[Item], Optional[bytes]]]:
+    """``batch`` as consecutive runs, in order: (events, packed bytes) for events marshal
+    can carry, (events, None) for the others, so that one odd message does not change how
+    the rest of the batch travels."""
+    packed = wire.pack(batch)
+    if packed is not None:
+        return [(batch, packed)]
+    runs: List[Tuple[List[Item], bool]] = []
+    for item in batch:
+        fits = wire.pack([item]) is not None
+        if runs and runs[-1][1] == fits:
+            runs[-1][0].append(item)
+        else:
+            runs.append(([item], fits))
+    return [(items, wire.pack(items) if fits else None) for items, fits in runs]

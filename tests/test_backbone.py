@@ -313,11 +313,6 @@ def test_es_stops_promptly_while_the_engine_is_down(cluster: Any) -> None:
 
 # -- found on the way (not the backbone's code) -----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG in eventservice/delivery.py (Dispatcher._call, MODE_BATCH): a batch to an eventservice "
-    "Subscriber that holds one message marshal cannot carry (e.g. an Event) is sent all in serpent, "
-    "so bytes in the other events of that batch arrive as serpent's {'data', 'encoding'} dicts, "
-    "while alone they arrive as bytes: a message's value depends on what was batched beside it"))
 def test_bytes_stay_bytes_beside_a_message_marshal_cannot_carry(cluster: Any, make_subscriber: Any) -> None:
     from eventservice import Event
 
