@@ -75,7 +75,10 @@ LATENCY_POINTS = 1000  # quantiles a subscriber reports, for merging
 LATENCY_SAMPLES = 200_000  # latencies a subscriber keeps at most (it samples beyond)
 
 SCENARIO_ORDER = ("s1", "s2", "s3", "s4", "raw", "plain-publish", "plain-sub", "plain-sub-serpent", "fanout",
-                  "s2-ref", "frozen", "custom")
+                  "s2-ref", "frozen", "request", "workqueue", "looplag", "custom")
+WORKQUEUE_MEMBERS = 4  # processes in the work-queue group
+LOOPLAG_RATE = 10_000  # events/s arriving while the loop's lag is measured
+LOOPLAG_SECONDS = 5.0
 REFERENCE = {"s4": "s1", "plain-publish": "raw", "frozen": "s2-ref"}  # scenario -> its reference
 RATIO_FIELD = {"s4": "ratio_to_s1", "plain-publish": "ratio_to_raw", "frozen": "healthy_ratio_to_ref"}
 FROZEN_ES_OPTIONS = ["--overflow", "drop"]
@@ -88,6 +91,9 @@ DESCRIPTIONS = {
     "plain-publish": "plain Pyro5 client calling publish(), one event per call, no subscriber",
     "plain-sub": "1 batched Publisher -> 1 plain Pyro5 subscriber exposing only event()",
     "plain-sub-serpent": "plain-sub, the subscriber's callback proxy pinned to serpent",
+    "request": "request/reply: 1 Publisher.request at a time -> 1 responding Subscriber",
+    "workqueue": "1 batched Publisher -> a group of 4 Subscribers sharing the events",
+    "looplag": "asyncio loop lag while 10,000 events/s arrive at an AsyncSubscriber",
     "fanout": "1 batched Publisher -> 1,000 subscribers in 4 processes, 100 subjects each",
     "s2-ref": "s2 paced (10,000/s) on an es with the options of frozen (--overflow drop), nobody frozen: "
               "the reference of frozen",
@@ -347,6 +353,77 @@ def role_subscriber(cfg: Dict[str, Any], ctl: Control) -> None:
     _run_subscriber_loop(ctl, [tally], latencies, cpu0, cleanup)
 
 
+def role_responder(cfg: Dict[str, Any], ctl: Control) -> None:
+    """The project's Subscriber answering requests on ``subject`` (its ``respond``)."""
+    from eventservice import Subscriber
+
+    class Responder(Subscriber):
+        def respond(self, event: Any) -> Any:
+            return event.msg
+
+    sub = Responder(esURI=cfg["esuri"])
+    sub.start()
+    sub.subscribe(cfg["subject"], group=cfg.get("group"))
+    cpu0 = time.process_time()
+    ctl.send({"type": "ready", "uris": [str(sub._callback._pyroUri)]})
+    ctl.stop.wait()
+    ctl.send({"type": "report", "cpu": time.process_time() - cpu0})
+
+
+def role_requester(cfg: Dict[str, Any], ctl: Control) -> None:
+    """A Publisher making ``events`` requests one after another; round-trip latencies."""
+    from eventservice import Publisher
+
+    pub = Publisher(esURI=cfg["esuri"])
+    pub.request(cfg["subject"], "warm-up", 10)
+    ctl.send({"type": "ready"})
+    if not ctl.wait_go():
+        ctl.send({"type": "report", "sent": 0, "error": "stopped before go"})
+        return
+    start, cpu0 = time.time(), time.process_time()
+    latencies: List[float] = []
+    sent, error = 0, None
+    try:
+        for seq in range(cfg["events"]):
+            began = time.perf_counter()
+            if pub.request(cfg["subject"], seq, 10) != seq:
+                error = f"request {seq} got a wrong answer"
+                break
+            latencies.append((time.perf_counter() - began) * 1e6)
+            sent += 1
+            if ctl.stop.is_set():
+                break
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    ordered = sorted(latencies)
+    ctl.send({"type": "report", "sent": sent, "start": start, "end": time.time(), "cpu": time.process_time() - cpu0,
+              "error": error, "lat_n": len(ordered), "lat_p50": quantile(ordered, 0.5),
+              "lat_p90": quantile(ordered, 0.9), "lat_p99": quantile(ordered, 0.99),
+              "lat_max": ordered[-1] if ordered else None, "lat_points": quantile_points(ordered)})
+
+
+def role_member(cfg: Dict[str, Any], ctl: Control) -> None:
+    """The project's Subscriber in a work-queue group: counts its share, checks order."""
+    from eventservice import Subscriber
+
+    got: List[int] = []
+
+    class Member(Subscriber):
+        def event(self, event: Any) -> None:
+            got.append(event.msg["seq"])
+
+    sub = Member(esURI=cfg["esuri"])
+    sub.setThreading(False)
+    sub.start()
+    sub.subscribe(SUBJECT, group=cfg["group"])
+    cpu0 = time.process_time()
+    ctl.send({"type": "ready", "uris": [str(sub._callback._pyroUri)]})
+    while not ctl.stop.wait(0.05):
+        ctl.send({"type": "progress", "n": len(got)})
+    ctl.send({"type": "report", "received": len(got), "last": time.time(), "cpu": time.process_time() - cpu0,
+              "in_order": got == sorted(got), "distinct": len(set(got))})
+
+
 def _plain_daemon_class(ident: Optional[str]) -> Any:
     from Pyro5.api import Daemon
     from Pyro5 import errors
@@ -579,6 +656,7 @@ ROLES: Dict[str, Callable[[Dict[str, Any], Control], None]] = {
     "subscriber": role_subscriber, "fanout": role_fanout, "plain-sub": role_plain_sub,
     "publisher": role_publisher, "plain-publisher": role_plain_publisher,
     "raw-server": role_raw_server, "raw-client": role_raw_client,
+    "responder": role_responder, "requester": role_requester, "member": role_member,
 }
 
 
@@ -866,6 +944,12 @@ class Options:
             # subscriber drop; paced below that, only the frozen one's loss is left to see
             base.update(subscribers=10, frozen=1 if name == "frozen" else 0, es_options=list(FROZEN_ES_OPTIONS),
                         events=events or DEFAULT_FROZEN_EVENTS, rate=a.rate or DEFAULT_FROZEN_RATE)
+        elif name == "request":
+            base.update(kind="request", events=a.calls)
+        elif name == "workqueue":
+            base.update(kind="workqueue", subscribers=WORKQUEUE_MEMBERS, events=events or DEFAULT_EVENTS)
+        elif name == "looplag":
+            base.update(kind="looplag")
         elif name == "custom":
             base.update(publishers=a.publishers or 1, subscribers=1 if a.subscribers is None else a.subscribers,
                         batch=True if a.batch is None else a.batch, patterns=a.patterns or 0,
@@ -985,6 +1069,15 @@ class Run:
             elif kind == "plain-publish":
                 self.start_es()
                 result = self.run_plain_publish()
+            elif kind == "request":
+                self.start_es()
+                result = self.run_request()
+            elif kind == "workqueue":
+                self.start_es()
+                result = self.run_workqueue()
+            elif kind == "looplag":
+                self.start_es()
+                result = self.run_looplag()
             else:
                 self.start_es()
                 result = self.run_pubsub()
@@ -1036,6 +1129,77 @@ class Run:
         if client.report and client.report.get("eventservice_imported"):
             self.problems.append("plain publisher imported eventservice")
         return result
+
+    def run_request(self) -> Dict[str, Any]:
+        """Round trips: one requester asking one responder, one request at a time."""
+        responder = self.spawn("responder", "responder", {"subject": "bench.request"})
+        self.wait_ready([responder])
+        client = self.spawn("requester", "requester", {"subject": "bench.request", "events": self.spec["events"]})
+        self.wait_ready([client])
+        before = proc_sample(self.es_pid)
+        self._go([client])
+        if not self.wait(lambda: client.report is not None or client.exited, self.timeout):
+            self.problems.append("requester did not finish before the timeout")
+            client.send("stop")
+            self._wait_reports([client], 5)
+        after = proc_sample(self.es_pid)
+        responder.send("stop")
+        self._wait_reports([responder], 5)
+        cpu = after["cpu"] - before["cpu"] if after["cpu"] is not None and before["cpu"] is not None else None
+        result = self._call_result(client, cpu)
+        latency = merge_latency([client.report or {}])
+        result.update({f"latency_{k}_us": v for k, v in latency.items()})
+        result["cpu_subscribers_s"] = (responder.report or {}).get("cpu")
+        return result
+
+    def run_workqueue(self) -> Dict[str, Any]:
+        """One batched publisher, N members of one group: each event to exactly one member."""
+        spec = self.spec
+        members = [self.spawn(f"member-{n}", "member", {"group": "bench-workers"}) for n in range(spec["subscribers"])]
+        self.wait_ready(members)
+        pub = self.spawn("publisher", "publisher", {"events": spec["events"], "batch": True, "rate": None,
+                                                      "payload_size": spec["payload_size"], "pub": None})
+        self.wait_ready([pub])
+        before = proc_sample(self.es_pid)
+        self._go([pub])
+        total = lambda: sum((m.progress or 0) for m in members)  # noqa: E731
+        if not self.wait(lambda: total() >= spec["events"], self.timeout):
+            self.problems.append(f"members got {total()} of {spec['events']} events before the timeout")
+        after = proc_sample(self.es_pid)
+        for child in members:
+            child.send("stop")
+        self._wait_reports(members + [pub], 10)
+        reports = [m.report or {} for m in members]
+        received = sum(r.get("received", 0) for r in reports)
+        start = (pub.report or {}).get("start")
+        last = max((r.get("last", 0) for r in reports), default=0)
+        duration = last - start if start else None
+        if not all(r.get("in_order") for r in reports):
+            self.problems.append("a member got its share out of order")
+        if sum(r.get("distinct", 0) for r in reports) != received:
+            self.problems.append("a member got an event twice")
+        shares = [r.get("received", 0) for r in reports]
+        return {"events": received, "events_per_s": received / duration if duration else None,
+                "duration_s": duration, "deliveries": received,
+                "deliveries_per_s": received / duration if duration else None,
+                "lost": spec["events"] - received, "out_of_order": 0, "latency_p50_us": None,
+                "latency_p90_us": None, "latency_p99_us": None, "latency_max_us": None,
+                "cpu_es_s": after["cpu"] - before["cpu"] if after["cpu"] is not None and before["cpu"] is not None
+                else None, "cpu_publishers_s": (pub.report or {}).get("cpu"),
+                "cpu_subscribers_s": sum(r.get("cpu", 0) for r in reports),
+                "smallest_share": min(shares) if shares else 0}
+
+    def run_looplag(self) -> Dict[str, Any]:
+        """The lag of an asyncio loop while 10,000 events/s arrive at an AsyncSubscriber."""
+        from .looplag import measure_loop_lag
+        found = measure_loop_lag(self.esuri, ident=self.options.ident, rate=LOOPLAG_RATE, seconds=LOOPLAG_SECONDS,
+                                 repeat=1)
+        ms = lambda key: found[key] * 1000 if found.get(key) is not None else None  # noqa: E731
+        return {"events": None, "events_per_s": found.get("achieved_rate"), "duration_s": LOOPLAG_SECONDS,
+                "deliveries": None, "deliveries_per_s": None, "lost": found.get("dropped", 0), "out_of_order": 0,
+                "latency_p50_us": ms("p50_ms"), "latency_p90_us": None, "latency_p99_us": ms("p99_ms"),
+                "latency_max_us": ms("max_ms"), "cpu_es_s": None, "cpu_publishers_s": None,
+                "cpu_subscribers_s": None}
 
     def _call_result(self, client: Child, service_cpu: Optional[float]) -> Dict[str, Any]:
         report = client.report or {}
@@ -1347,6 +1511,12 @@ def notes(name: str, m: Dict[str, Any]) -> str:
         parts.append("calls/s; es CPU = the raw server's")
     if name == "plain-publish":
         parts.append("calls/s")
+    if name == "request":
+        parts.append("round trips/s; latency of a whole request")
+    if name == "workqueue":
+        parts.append(f"{WORKQUEUE_MEMBERS} members, the smallest share {_fmt(m.get('smallest_share'))}")
+    if name == "looplag":
+        parts.append("latency columns: how late a 1 ms tick of the loop woke")
     if m.get("unpublished"):
         parts.append(f"{_fmt(m['unpublished'])} not published")
     if m.get("problems"):

@@ -109,6 +109,7 @@ class ServiceLink:
 
     def _invoke(self, method: str, args: Tuple[Any, ...]) -> Any:
         proxy = self._proxy
+        proxy._pyroTimeout = self.timeout
         try:
             return getattr(proxy, method)(*args)
         except (ValueError, TypeError) as exc:
@@ -213,6 +214,7 @@ class Publisher:
         self.on_reconnect = on_reconnect
         self._link = ServiceLink(self.ident, esURI, on_lost=self._lost, on_back=self._back)
         self._batcher: Optional[_Batcher] = _Batcher(self._link) if batch else None
+        self._requests: Optional[ServiceLink] = None  # made by the first request()
         self._closed = False
         if self._batcher is not None:
             _at_exit.add(self)
@@ -236,15 +238,12 @@ class Publisher:
             raise RuntimeError("publisher is closed")
         if not isinstance(subject, str):
             raise TypeError(f"subject must be a str, not {type(subject).__name__}")
-        link = self._request_link(timeout)
-        return typed.decode(link.call("request", subject, typed.encode(msg), timeout))
-
-    def _request_link(self, timeout: float) -> ServiceLink:
-        """The connection for requests: the publishing one, unless the request may take
-        longer than its timeout."""
-        if timeout + 1 <= self._link.timeout:
-            return self._link
-        return ServiceLink(self.ident, self._link.esURI, timeout=timeout + DEFAULT_CLIENT_TIMEOUT, persistent=False)
+        link = self._requests
+        if link is None:  # a connection of their own: a long request holds up no publishing
+            link = self._requests = ServiceLink(self.ident, self._link.esURI)
+        with link.lock:
+            link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then
+            return typed.decode(link.call("request", subject, typed.encode(msg), timeout))
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""
@@ -262,6 +261,8 @@ class Publisher:
                 self._batcher.close()
         finally:
             self._link.reset()
+            if self._requests is not None:
+                self._requests.reset()
 
     @property
     def connected(self) -> bool:

@@ -441,6 +441,7 @@ def test_async_publisher_request(es, make_subscriber):
 
     class Echo(Subscriber):
         def respond(self, event):
+            time.sleep(0.2)  # a responder that takes its time: the loop must go on meanwhile
             return ["echo", event.msg]
 
     make_subscriber(cls=Echo).subscribe("echo")
