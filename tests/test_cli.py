@@ -169,6 +169,8 @@ def test_stats_shows_the_counters_as_text_and_json(es, cluster, make_subscriber)
     sub.subscribeMatch("pat.*")
     ok(cluster.cli("publish", "counted", "one"))
     sub.recorder.wait_count(1)
+    # a delivery is counted once its call returned, a moment after the event arrived
+    wait_for(lambda: es.proxy().stats()["delivered"] == 1, 10, "the delivery to be counted")
     text, as_json = (ok(r) for r in run_all(cluster, [["stats"], ["stats", "--json"]]))
     for word in ("subscribers", "subscriptions", "published", "delivered", "dropped"):
         assert word in text.stdout
@@ -204,6 +206,7 @@ def test_subcommands_present_the_passphrase(cluster, how):
     proc = listen(cluster, es, *args, "secret.news", ident=SECRET, env=env)
     ok(cluster.cli("publish", *args, "secret.news", "for members", env=env))
     proc.wait_line(r"^secret\.news for members$", 20)
+    wait_for(lambda: es.proxy(SECRET).stats()["delivered"] == 1, 10, "the delivery to be counted")
     stats = json.loads(ok(cluster.cli("stats", "--json", *args, env=env)).stdout)
     assert stats["published"] == 1 and stats["delivered"] == 1
 

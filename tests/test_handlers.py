@@ -205,6 +205,8 @@ def test_removing_one_kind_keeps_the_other_kind_under_the_same_string(shared, su
     wait_for(lambda: calls, 10, "the pattern handler")
     assert calls == [("pattern", name + "x", 1)]
     key = str(sub._callback._pyroUri)
+    # a delivery is counted once its call returned, a moment after the event arrived
+    wait_for(lambda: es.proxy().stats(True)["per_subscriber"][key]["delivered"] >= 1, 10, "the count")
     assert es.proxy().stats(True)["per_subscriber"][key]["delivered"] == 1
 
 

@@ -173,6 +173,9 @@ def test_filter_that_matches_nothing_sends_nothing(es, daemon):
         service.publish("quotes", {"symbol": "SUN", "seq": i})
     marker_seen(service, picky, "end")
     assert without("end", picky.msgs()) == []
+    # a delivery is counted once its call returned, a moment after the event arrived
+    wait_for(lambda: list(service.stats(True)["per_subscriber"].values())[0]["delivered"] >= len(picky.msgs()),
+             10, "the deliveries to be counted")
     [counters] = service.stats(True)["per_subscriber"].values()
     assert counters["posted"] == counters["delivered"] == len(picky.msgs()), counters
 
