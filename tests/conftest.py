@@ -171,6 +171,14 @@ class EsProc(Proc):
         return proxy
 
 
+def run_example(cluster: "Cluster", name: str) -> "tuple[int, Proc]":
+    """Run examples/NAME to its end (30 s at most); (exit status, the process)."""
+    proc = cluster.spawn([sys.executable, str(ROOT / "examples" / name)], name)
+    code = proc.wait_exit(30)
+    proc.kill()  # joins the output readers
+    return code, proc
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_example
 
 EXAMPLES = ROOT / "examples"
-
-
-def run_example(cluster, name: str):
-    proc = cluster.spawn([sys.executable, str(EXAMPLES / name)], name)
-    code = proc.wait_exit(30)
-    proc.kill()  # joins the output readers
-    return code, proc
 
 
 def test_request_reply_example(es, cluster):
