@@ -243,12 +243,11 @@ class Dispatcher:
             mailbox.ping_due = False
         if ping and not mailbox.closed:
             self._heartbeat(mailbox)
-        if batch and mailbox.closed:
+        if batch and mailbox.closed:  # removed meanwhile (by that heartbeat, say): these are lost
             self._count(0, len(batch))
-            batch = []
-        if batch:
+        elif batch:
             started = time.monotonic()
-            delivered, dropped = self._send(mailbox, batch) if not mailbox.closed else (0, len(batch))
+            delivered, dropped = self._send(mailbox, batch)
             self._adapt(mailbox, time.monotonic() - started, len(batch))
             with mailbox.lock:
                 mailbox.delivered += delivered
