@@ -113,3 +113,19 @@ def test_proc_sample_reads_this_process() -> None:
     if sys.platform.startswith("linux"):
         assert sample["cpu"] is not None and sample["threads"] >= 1 and sample["rss_mb"] > 0
     assert bench.proc_sample(None) == {"cpu": None, "threads": None, "rss_mb": None}
+
+
+def test_request_workqueue_and_looplag_scenarios() -> None:
+    """Request/reply counts its round trips and their latency; the work queue gives every
+    event to exactly one member; the loop-lag run measures a lag and drops nothing."""
+    out, _ = run_bench("--scenario", "request", "--scenario", "workqueue", "--scenario", "looplag",
+                       "--calls", "200", "--events", "4000", timeout=120)
+    request = out["scenarios"]["request"]["median"]
+    assert request["events"] == 200 and request["lost"] == 0, request
+    assert 0 < request["latency_p50_us"] <= request["latency_p99_us"] <= request["latency_max_us"], request
+    work = out["scenarios"]["workqueue"]["median"]
+    assert work["events"] == 4000 and work["lost"] == 0 and work["problems"] == [], work
+    assert work["smallest_share"] > 0, work
+    lag = out["scenarios"]["looplag"]["median"]
+    assert lag["lost"] == 0 and lag["latency_p99_us"] is not None and lag["latency_p99_us"] >= 0, lag
+    assert out["problems"] == []
