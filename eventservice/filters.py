@@ -33,9 +33,18 @@ _MISSING = object()
 
 
 def compile_filter(spec: Any) -> Filter:
-    """A callable ``message -> bool`` for ``spec``; ValueError if ``spec`` is not a filter."""
+    """A callable ``message -> bool`` for ``spec``; ValueError if ``spec`` is not a filter.
+    A filter that is one equality (``["==", FIELD, VALUE]``) also carries ``equality`` =
+    (a getter of FIELD, VALUE), so that many of them can be looked up at once."""
     budget = [MAX_FILTER_NODES]
-    return _compile(spec, 0, budget)
+    passes = _compile(spec, 0, budget)
+    if spec[0] == "==" and isinstance(spec[2], (str, int, float, bool, type(None))):
+        try:
+            hash(spec[2])
+            passes.equality = (spec[1], _getter(spec[1]), spec[2])  # type: ignore[attr-defined]
+        except TypeError:
+            pass
+    return passes
 
 
 def _compile(spec: Any, depth: int, budget: List[int]) -> Filter:

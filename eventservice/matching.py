@@ -16,7 +16,7 @@ cache hit.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
 
 from .filters import Filter
 from .patterns import Pattern
@@ -45,15 +45,18 @@ class Route:
     an event when any of their filters passes; ``groups``: (group, members) where members
     are (key, filter or None) and one passing member gets the event; ``keys``: all keys."""
 
-    __slots__ = ("plain", "conditional", "groups", "keys", "simple")
+    __slots__ = ("plain", "conditional", "groups", "indexed", "keys", "simple")
 
     def __init__(self, plain: FrozenSet[Hashable], conditional: Tuple[Tuple[Hashable, Tuple[Filter, ...]], ...],
-                 groups: Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...]) -> None:
+                 groups: Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...],
+                 indexed: Tuple[Tuple[Callable[[Any], Any], Dict[Any, Tuple[Hashable, ...]]], ...] = ()) -> None:
         self.plain = plain
         self.conditional = conditional
         self.groups = groups
-        self.keys = plain.union(k for k, _ in conditional).union(k for _, ms in groups for k, _ in ms)
-        self.simple = not conditional and not groups  # every key in plain gets every event, nobody else
+        self.indexed = indexed  # (getter of a field, {value: keys}): keys whose filters are all equalities
+        self.keys = plain.union(k for k, _ in conditional).union(k for _, ms in groups for k, _ in ms).union(
+            k for _, table in indexed for ks in table.values() for k in ks)
+        self.simple = not conditional and not groups and not indexed  # plain get every event, nobody else
 
 NOWHERE = Route(frozenset(), (), ())
 
@@ -198,9 +201,21 @@ class SubscriptionIndex:
                 plain.add(key)
             else:
                 filtered.setdefault(key, []).append(options.filter)
-        conditional = tuple((key, tuple(fs)) for key, fs in filtered.items() if key not in plain)
+        conditional = []
+        by_field: Dict[str, Tuple[Callable[[Any], Any], Dict[Any, List[Hashable]]]] = {}
+        for key, fs in filtered.items():
+            if key in plain:
+                continue
+            if all(getattr(f, "equality", None) for f in fs):  # looked up once per event, not run
+                for f in fs:
+                    field, getter, value = f.equality  # type: ignore[attr-defined]
+                    by_field.setdefault(field, (getter, {}))[1].setdefault(value, []).append(key)
+            else:
+                conditional.append((key, tuple(fs)))
+        indexed = tuple((getter, {value: tuple(keys) for value, keys in table.items()})
+                        for getter, table in by_field.values())
         grouped = tuple((name, tuple(members.items())) for name, members in sorted(groups.items()))
-        return Route(frozenset(plain), conditional, grouped)
+        return Route(frozenset(plain), tuple(conditional), grouped, indexed)
 
     def _check_limit(self, key: Hashable, new: int) -> None:
         held = len(self._subjects_of.get(key, ())) + len(self._patterns_of.get(key, ()))

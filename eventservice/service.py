@@ -131,6 +131,11 @@ class EventService:
         for key, filters in route.conditional:
             if any(passes(message) for passes in filters):
                 targets.add(key)
+        for getter, table in route.indexed:  # equality filters: one lookup for all of them
+            try:
+                targets.update(table.get(getter(message), ()))
+            except TypeError:  # an unhashable value equals none of the filter values
+                pass
         for group, members in route.groups:
             candidates = [key for key, passes in members if passes is None or passes(message)]
             if candidates:

@@ -467,3 +467,32 @@ def test_async_publisher_request(es, make_subscriber):
     answer, ticks = asyncio.run(ask())
     assert answer == ["echo", 1]
     assert ticks > 10, "the loop ran while the requests waited"
+
+
+def test_many_equality_filters_each_get_what_passes(es, daemon):
+    """Equality filters are looked up, not run one by one: the result must be the same as
+    running each: every subscriber gets exactly the events its filter passes."""
+    service = es.proxy()
+    specs = [["==", "symbol", s] for s in ("SUN", "IBM", "ACME")] + [["==", "n", 1], ["==", "n", True],
+                                                                      ["==", "deep.x", "y"], ["==", "none", None]]
+    listeners = []
+    for spec in specs:
+        listener = Listener(repr(spec))
+        proxy = serve(daemon, listener)
+        service.subscribe("q", proxy, filter=spec)
+        service.subscribe("marker", proxy)
+        listeners.append((spec, listener))
+    both = Listener("both")
+    both_proxy = serve(daemon, both)
+    service.subscribe("q", both_proxy, filter=["==", "symbol", "IBM"])
+    service.subscribeMatch("Q", both_proxy, filter=["==", "symbol", "SUN"])  # one subscriber, two filters
+    service.subscribe("marker", both_proxy)
+    messages = [{"symbol": "SUN"}, {"symbol": "IBM", "n": 1}, {"n": 1.0}, {"n": True}, {"deep": {"x": "y"}},
+                {"none": None}, {"symbol": ["SUN"]}, "no dict", {"symbol": "XYZ"}, {"n": 2}]
+    for m in messages:
+        service.publish("q", m)
+    from eventservice.filters import compile_filter
+    for spec, listener in listeners + [(["or", ["==", "symbol", "IBM"], ["==", "symbol", "SUN"]], both)]:
+        marker_seen(service, listener, "end")
+        expected = [m for m in messages if compile_filter(spec)(m)]
+        assert without("end", listener.msgs()) == expected, spec
