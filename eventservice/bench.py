@@ -179,6 +179,13 @@ def merge_latency(reports: Iterable[Dict[str, Any]]) -> Dict[str, Optional[float
     return result
 
 
+def _cpu_between(before: Dict[str, Optional[float]], after: Dict[str, Optional[float]]) -> Optional[float]:
+    """CPU seconds a process used between two samples (None where unknown)."""
+    if after["cpu"] is None or before["cpu"] is None:
+        return None
+    return after["cpu"] - before["cpu"]
+
+
 def median(values: Iterable[Any]) -> Any:
     values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not values:
@@ -1097,17 +1104,21 @@ class Run:
     def _wait_reports(self, children: List[Child], timeout: float) -> None:
         self.wait(lambda: all(c.report is not None or c.exited for c in children), timeout)
 
+    def _drive(self, client: Child, what: str) -> None:
+        """Tell ``client`` to go and wait for its report (stopping it at the timeout)."""
+        self._go([client])
+        if not self.wait(lambda: client.report is not None or client.exited, self.timeout):
+            self.problems.append(f"{what} did not finish before the timeout")
+            client.send("stop")
+            self._wait_reports([client], 5)
+
     def run_raw(self) -> Dict[str, Any]:
         spec = self.spec
         server = self.spawn("raw-server", "raw-server", {})
         self.wait_ready([server])
         client = self.spawn("raw-client", "raw-client", {"uri": server.ready["uris"][0], "events": spec["events"]})
         self.wait_ready([client])
-        self._go([client])
-        if not self.wait(lambda: client.report is not None or client.exited, self.timeout):
-            self.problems.append("raw client did not finish before the timeout")
-            client.send("stop")
-            self._wait_reports([client], 5)
+        self._drive(client, "raw client")
         server.send("stop")
         self._wait_reports([server], 5)
         return self._call_result(client, server.report.get("cpu") if server.report else None)
@@ -1118,13 +1129,9 @@ class Run:
                             {"events": spec["events"], "payload_size": spec["payload_size"]})
         self.wait_ready([client])
         before = proc_sample(self.es_pid)
-        self._go([client])
-        if not self.wait(lambda: client.report is not None or client.exited, self.timeout):
-            self.problems.append("plain publisher did not finish before the timeout")
-            client.send("stop")
-            self._wait_reports([client], 5)
+        self._drive(client, "plain publisher")
         after = proc_sample(self.es_pid)
-        cpu = after["cpu"] - before["cpu"] if after["cpu"] is not None and before["cpu"] is not None else None
+        cpu = _cpu_between(before, after)
         result = self._call_result(client, cpu)
         if client.report and client.report.get("eventservice_imported"):
             self.problems.append("plain publisher imported eventservice")
@@ -1137,15 +1144,11 @@ class Run:
         client = self.spawn("requester", "requester", {"subject": "bench.request", "events": self.spec["events"]})
         self.wait_ready([client])
         before = proc_sample(self.es_pid)
-        self._go([client])
-        if not self.wait(lambda: client.report is not None or client.exited, self.timeout):
-            self.problems.append("requester did not finish before the timeout")
-            client.send("stop")
-            self._wait_reports([client], 5)
+        self._drive(client, "requester")
         after = proc_sample(self.es_pid)
         responder.send("stop")
         self._wait_reports([responder], 5)
-        cpu = after["cpu"] - before["cpu"] if after["cpu"] is not None and before["cpu"] is not None else None
+        cpu = _cpu_between(before, after)
         result = self._call_result(client, cpu)
         latency = merge_latency([client.report or {}])
         result.update({f"latency_{k}_us": v for k, v in latency.items()})
@@ -1184,8 +1187,7 @@ class Run:
                 "deliveries_per_s": received / duration if duration else None,
                 "lost": spec["events"] - received, "out_of_order": 0, "latency_p50_us": None,
                 "latency_p90_us": None, "latency_p99_us": None, "latency_max_us": None,
-                "cpu_es_s": after["cpu"] - before["cpu"] if after["cpu"] is not None and before["cpu"] is not None
-                else None, "cpu_publishers_s": (pub.report or {}).get("cpu"),
+                "cpu_es_s": _cpu_between(before, after), "cpu_publishers_s": (pub.report or {}).get("cpu"),
                 "cpu_subscribers_s": sum(r.get("cpu", 0) for r in reports),
                 "smallest_share": min(shares) if shares else 0}
 
