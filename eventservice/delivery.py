@@ -195,17 +195,23 @@ class Dispatcher:
             else:
                 for item in items:
                     if len(events) >= settings.queue_size:
+                        self._schedule(mailbox)  # only a sender makes room: it must know of this queue
                         room = settings.overflow == "block" and not mailbox.stalled and self._wait_for_room(mailbox)
                         if not room or mailbox.closed:
                             dropped += 1
                             continue
                     events.append(item)
                 mailbox.dropped += dropped
-            if events and not mailbox.scheduled:
-                mailbox.scheduled = True
-                self._ready.put(mailbox)
+            if events:
+                self._schedule(mailbox)
         if dropped:
             self._count(0, dropped)
+
+    def _schedule(self, mailbox: Mailbox) -> None:
+        """Put ``mailbox`` (lock held, not empty) in the senders' line, unless it is there."""
+        if not mailbox.scheduled:
+            mailbox.scheduled = True
+            self._ready.put(mailbox)
 
     def _wait_for_room(self, mailbox: Mailbox) -> bool:
         """Wait (lock held) until the queue has room; False if it stayed full."""
