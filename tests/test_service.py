@@ -466,6 +466,21 @@ def test_overflow_block_costs_one_wait_not_one_per_event(cluster, make_subscribe
     wait_for(thawed, 20, "the thawed subscriber to receive a new event")
 
 
+def test_overflow_block_a_batch_larger_than_the_queue_waits_for_room_and_loses_nothing(cluster, make_subscriber):
+    """One publishBatch of 20x the queue size to an idle subscriber: its queue fills at once,
+    and the post must wait for the senders to drain it (not for a sender nobody woke)."""
+    cluster.start_ns()
+    es = cluster.es("--overflow", "block", "--block-timeout", "5", "--queue-size", "50")
+    subscribers = [make_subscriber(), make_subscriber()]
+    for sub in subscribers:
+        sub.subscribe("big")
+    service = es.proxy()
+    service.publishBatch([("big", {"seq": i}) for i in range(1000)])
+    for sub in subscribers:
+        assert [e.msg["seq"] for e in sub.recorder.wait_count(1000, 20)] == list(range(1000))
+    assert service.stats()["dropped"] == 0
+
+
 # -- the passphrase -------------------------------------------------------------------------
 
 def test_es_with_ident_refuses_a_proxy_without_the_passphrase(cluster):
