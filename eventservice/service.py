@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Forwarder = Callable[[List[Item]], None]  # receives (subject, msg, time) tuples
 MAX_GROUP_LENGTH = 128  # characters of a work-queue group name
+HAND_OFF_SLICE = 1000  # events queued for all their subscribers before the next ones
 
 # presence subjects
 SUBSCRIBER_JOINED = PRESENCE_PREFIX + "subscriber.joined"  # first subscription of a subscriber
@@ -109,7 +110,13 @@ class EventService:
         return len(accepted)
 
     def _hand_off(self, events: Sequence[Item], index: SubscriptionIndex) -> None:
-        """Queue each event for every subscriber that wants it, in order."""
+        """Queue each event for every subscriber that wants it, in order. A long run goes
+        in slices, so all subscribers' queues fill side by side: posting may wait for room
+        in one queue, and the others must not sit empty meanwhile."""
+        if len(events) > HAND_OFF_SLICE:
+            for start in range(0, len(events), HAND_OFF_SLICE):
+                self._hand_off(events[start:start + HAND_OFF_SLICE], index)
+            return
         route_of = index.route
         per_subscriber: Dict[str, List[Item]] = {}
         for event in events:
