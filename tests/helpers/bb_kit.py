@@ -22,13 +22,7 @@ import Pyro5.api
 import pytest
 
 from conftest import HOST, free_port, wait_for
-
-
-def nats_server_binary() -> Optional[str]:
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.is_file():
-        return str(beside)
-    return shutil.which("nats-server")
+from eventservice.bench import nats_server_binary
 
 
 def redis_server_binary() -> Optional[str]:
