@@ -41,7 +41,9 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import threading
@@ -840,19 +842,18 @@ def nats_server_binary() -> Optional[str]:
     beside = os.path.join(os.path.dirname(sys.executable), "nats-server")
     if os.path.isfile(beside):
         return beside
-    import shutil
     return shutil.which("nats-server")
 
 
 def free_port() -> int:
-    import socket
+    """A TCP port free on HOST (for a server started next)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
 
-def _answers(host: str, port: int) -> bool:
-    import socket
+def port_answers(host: str, port: int) -> bool:
+    """True if something accepts TCP connections at host:port."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -1072,7 +1073,7 @@ class Run:
         self.nats = subprocess.Popen([binary, "-a", HOST, "-p", str(port)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=PREEXEC)
         end = time.monotonic() + STARTUP_TIMEOUT
-        while not _answers(HOST, port):
+        while not port_answers(HOST, port):
             if self.nats.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"nats-server did not start on port {port} (exit code {self.nats.poll()})")
             time.sleep(0.02)
@@ -1401,7 +1402,9 @@ class Run:
     def _backbone_sample(self) -> Dict[str, Any]:
         """Per es of a cross run: its backbone counters and its CPU seconds."""
         sample: Dict[str, Any] = {}
-        for role, es in {**self.backbone_es, "subscribing": self.es}.items() if self.backbone_es else ():
+        if not self.backbone_es or self.es is None:
+            return sample
+        for role, es in {**self.backbone_es, "subscribing": self.es}.items():
             stats = self.stats(es.uri) or {}
             sample[role] = dict(stats.get("backbone") or {}, cpu=proc_sample(es.pid)["cpu"])
         return sample

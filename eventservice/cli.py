@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from typing import Any, Callable, Dict, List, Optional
 
 import Pyro5

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,11 @@ import Pyro5
 import Pyro5.api
 import pytest
 
+from eventservice.bench import free_port, port_answers  # noqa: F401 (free_port: for the tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent / "helpers"
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -129,7 +124,7 @@ class Cluster:
         """A real Pyro5 name server at HOST:ns_port (no broadcast)."""
         proc = self.spawn([sys.executable, "-m", "Pyro5.nameserver", "-n", HOST, "-p", str(self.ns_port), "-x"],
                           "nameserver")
-        wait_for(lambda: _answers(HOST, self.ns_port), 15, "the name server")
+        wait_for(lambda: port_answers(HOST, self.ns_port), 15, "the name server")
         return proc
 
     def es(self, *args: str, env: Optional[Dict[str, str]] = None, wait: bool = True) -> "EsProc":
@@ -177,14 +172,6 @@ def run_example(cluster: "Cluster", name: str) -> "tuple[int, Proc]":
     code = proc.wait_exit(30)
     proc.kill()  # joins the output readers
     return code, proc
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

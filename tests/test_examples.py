@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Dict, List
 
 from conftest import ROOT, wait_for

@@ -15,7 +15,7 @@ from Pyro5.api import Proxy, locate_ns
 
 from eventservice import EVENTSERVICE_NAME, Publisher
 
-from conftest import HOST, _answers, free_port, wait_for
+from conftest import HOST, free_port, port_answers, wait_for
 
 REGISTER_INTERVAL = 5.0  # es checks its registration this often
 
@@ -54,7 +54,7 @@ def spawn_ns(cluster, port: int):
     """A real Pyro5 name server on ``port`` (besides the cluster's own)."""
     proc = cluster.spawn([sys.executable, "-m", "Pyro5.nameserver", "-n", HOST, "-p", str(port), "-x"],
                          f"nameserver:{port}")
-    wait_for(lambda: _answers(HOST, port), 15, f"the name server on {port}")
+    wait_for(lambda: port_answers(HOST, port), 15, f"the name server on {port}")
     return proc
 
 
@@ -70,7 +70,7 @@ def test_es_registers_under_the_contract_name_and_says_started(es, cluster):
 
 
 def test_es_starts_its_own_name_server_where_plain_pyro5_clients_look(cluster, make_subscriber):
-    assert not _answers(HOST, cluster.ns_port)
+    assert not port_answers(HOST, cluster.ns_port)
     es = cluster.es()
     assert ns_lines(es), f"es did not say it started a name server:\n{es.output()}"
     # plain Pyro5, configured only by PYRO_NS_HOST/PYRO_NS_PORT, finds the name server and the service
@@ -99,7 +99,7 @@ def test_ns_host_and_port_options_name_the_name_server(cluster):
     assert ns_lines(given) == []
     assert ns_lines(embedded), f"es did not say it started a name server:\n{embedded.output()}"
     assert lookup(HOST, empty_port) == embedded.uri
-    assert not _answers(HOST, cluster.ns_port), "an es started a name server where it was not asked to"
+    assert not port_answers(HOST, cluster.ns_port), "an es started a name server where it was not asked to"
 
 
 def test_no_ns_serves_without_registering_or_starting_a_name_server(cluster):
@@ -113,7 +113,7 @@ def test_no_ns_serves_without_registering_or_starting_a_name_server(cluster):
         assert pings(proc.uri)
         assert ns_lines(proc) == []
     assert lookup() is None
-    assert not _answers(HOST, empty_port)
+    assert not port_answers(HOST, empty_port)
 
 
 # -- a second es -------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ import json
 
 from eventservice import Event, Publisher
 
-from conftest import wait_for
 
 
 def test_publish_reaches_project_subscriber(es, make_subscriber):

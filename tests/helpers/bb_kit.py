@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import urllib.request
 from pathlib import Path
 import re
@@ -22,7 +21,7 @@ import Pyro5.api
 import pytest
 
 from conftest import HOST, free_port, wait_for
-from eventservice.bench import nats_server_binary
+from eventservice.bench import nats_server_binary, port_answers as answers
 
 
 def redis_server_binary() -> Optional[str]:
@@ -34,14 +33,6 @@ def redis_server_binary() -> Optional[str]:
     except ImportError:
         pass
     return shutil.which("valkey-server") or shutil.which("redis-server")
-
-
-def answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def http_json(port: int, path: str) -> Optional[Dict[str, Any]]:

@@ -3,7 +3,6 @@ event on stdout. ``--plain`` uses bare Pyro5 and never imports eventservice."""
 
 import argparse
 import json
-import sys
 import threading
 import time
 
