@@ -641,14 +641,7 @@ class Subscriber:
         if handler is None:
             return self._decorator(self.on, subjects)
         _check_handler(handler)
-        with self._change_lock:
-            added = self._handlers.add(handler, subjects=subjects)
-            try:
-                self._remember(self._link.call("subscribe", subjects, self._callback))
-            except BaseException:
-                self._handlers.remove(handler, added[0])
-                raise
-        return handler
+        return self._attach(handler, "subscribe", subjects, subjects=subjects)
 
     def on_match(self, patterns: Subjects, handler: Optional[Handler] = None) -> Any:
         """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``), matched here
@@ -658,12 +651,17 @@ class Subscriber:
             return self._decorator(self.on_match, patterns)
         _check_handler(handler)
         compiled = [compile_pattern(p) for p in patterns]
+        return self._attach(handler, "subscribeMatch", patterns, patterns=compiled)
+
+    def _attach(self, handler: Handler, method: str, names: List[str], **held: Any) -> Handler:
+        """Attach ``handler`` to subjects or compiled patterns (``held``) and subscribe
+        ``names`` at the service with ``method``; undone here if the service refuses."""
         with self._change_lock:
-            added = self._handlers.add(handler, patterns=compiled)
+            added_subjects, added_patterns = self._handlers.add(handler, **held)
             try:
-                self._remember(self._link.call("subscribeMatch", patterns, self._callback))
+                self._remember(self._link.call(method, names, self._callback))
             except BaseException:
-                self._handlers.remove(handler, added[1])
+                self._handlers.remove(handler, added_subjects + added_patterns)
                 raise
         return handler
 
