@@ -68,7 +68,7 @@ def test_frozen_subscriber_is_counted_and_the_others_lose_only_what_es_dropped()
     assert frozen["frozen_dropped"] > 0 and frozen["frozen_queued"] <= 500, frozen
     # the healthy ones got every event es did not drop for them (drop policy, bursts), in order
     assert frozen["out_of_order"] == 0
-    assert frozen["lost"] == frozen["healthy_dropped"], frozen
+    assert frozen["lost"] == frozen["healthy_dropped"], (frozen["lost"], frozen["healthy_dropped"], frozen["problems"])
     assert isinstance(frozen["healthy_ratio_to_ref"], float) and frozen["healthy_ratio_to_ref"] > 0
     assert not [p for p in frozen["problems"] if "Traceback" in p], frozen["problems"]
 
