@@ -73,7 +73,8 @@ def two_hosts(cluster: Cluster) -> Iterator[List[Host]]:
     finally:
         cluster.close()  # nothing may outlive its namespace
         for name in netns:
-            _ip("netns", "delete", name)
+            _ip("netns", "delete", name)  # takes the veth ends inside with it
+        _ip("link", "delete", veth[0])  # in case it never left this namespace
 
 
 def start_host(host: Host, other: Host, nats: str) -> EsProc:
