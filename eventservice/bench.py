@@ -810,16 +810,7 @@ class Child:
                 pass
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGCONT)
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_process(self.proc)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 if stream is not None:
@@ -835,6 +826,20 @@ class Child:
         if any("Traceback" in line or "ERROR" in line or "Error" in line for line in tail):
             found.append(f"{self.name} stderr: " + " | ".join(tail[-6:]))
         return found
+
+
+def kill_process(proc: "subprocess.Popen[Any]", wait: float = 10.0) -> None:
+    """SIGKILL ``proc`` (after SIGCONT, in case it was stopped) and reap it."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGCONT)
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def nats_server_binary() -> Optional[str]:
@@ -916,15 +921,7 @@ class EsProcess:
         return problem
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_process(self.proc)
 
 
 class Monitor:
@@ -1148,9 +1145,8 @@ class Run:
                    if re.search(r"Traceback|ERROR|CRITICAL|Exception", line)]
             if bad:
                 self.problems.append(f"es{where} stderr: " + " | ".join(bad[:8]))
-        if self.nats is not None and self.nats.poll() is None:
-            self.nats.kill()
-            self.nats.wait(10)
+        if self.nats is not None:
+            kill_process(self.nats)
         for child in self.children:
             self.problems.extend(child.problems())
 

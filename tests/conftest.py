@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import Pyro5
 import Pyro5.api
 import pytest
 
-from eventservice.bench import free_port, port_answers  # noqa: F401 (free_port: for the tests)
+from eventservice.bench import free_port, kill_process, port_answers  # noqa: F401 (free_port: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -87,16 +86,7 @@ class Proc:
             os.kill(self.pid, sig)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGCONT)
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_process(self.proc)
         for reader in self._readers:
             reader.join(2)
 
