@@ -159,21 +159,12 @@ class ServiceLink:
             raise
         finally:
             for kind, detail in news:
-                self._tell(kind, detail)
+                _call_back(self.on_lost if kind == "lost" else self.on_back, detail)
 
     def _lose(self, exc: BaseException, news: List[Tuple[str, Any]]) -> None:
         if not self.lost and self.connected_once:
             self.lost = True
             news.append(("lost", exc))
-
-    def _tell(self, kind: str, detail: Any) -> None:
-        callback = self.on_lost if kind == "lost" else self.on_back
-        if callback is None:
-            return
-        try:
-            callback(detail)
-        except Exception:
-            log.exception("connection callback %r raised", callback)
 
     def reset(self) -> None:
         """Drop the connection; the next call makes a new one."""
@@ -841,21 +832,14 @@ class Subscriber:
             self._service_id = current
             log.info("event service %s answers: subscribed again", current)
             self._connected = True
-            self._tell(self.on_reconnect, link.uri or "")
+            _call_back(self.on_reconnect, link.uri or "")
         link.reset()
 
     def _went_away(self, error: BaseException) -> None:
         if self._connected and not self._closed.is_set():
             self._connected = False
-            self._tell(self.on_disconnect, error)
+            _call_back(self.on_disconnect, error)
 
-    def _tell(self, callback: Optional[Callable[[Any], Any]], detail: Any) -> None:
-        if callback is None:
-            return
-        try:
-            callback(detail)
-        except Exception:
-            log.exception("connection callback %r raised", callback)
 
 
 def _extras(group: Optional[str], filter: Any) -> Tuple[Any, ...]:
@@ -866,6 +850,16 @@ def _extras(group: Optional[str], filter: Any) -> Tuple[Any, ...]:
     if group is not None:
         return (group,)
     return ()
+
+
+def _call_back(callback: Optional[Callable[[Any], Any]], detail: Any) -> None:
+    """Call a connection callback, if any, with ``detail``; what it raises is logged."""
+    if callback is None:
+        return
+    try:
+        callback(detail)
+    except Exception:
+        log.exception("connection callback %r raised", callback)
 
 
 def _check_handler(handler: Any) -> None:
