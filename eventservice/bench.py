@@ -1464,7 +1464,14 @@ class Run:
         for child in pubs:
             if child.report and child.report.get("error"):
                 self.problems.append(f"{child.name}: {child.report['error']}")
+        per_subscriber = (stats or {}).get("per_subscriber", {})
         for child in healthy:
+            uris = (child.ready or {}).get("uris", [])
+            if child.report is not None and child.report["received"] < expected * len(uris):
+                # say what the service knows of it: removed, dropped, or still queued
+                known = {uri: per_subscriber.get(uri, "not subscribed any more") for uri in uris}
+                self.problems.append(f"{child.name} received {child.report['received']:,} of "
+                                     f"{expected * len(uris):,}; the service: {known}")
             if child.report is None:
                 self.problems.append(f"{child.name} sent no report: its events count as lost")
             elif child.report.get("cleanup_error"):
