@@ -1,8 +1,13 @@
 """eventservice: a remote publish/subscribe event service for Python, built on Pyro5.
 
 The heir of Pyro 3's Event Service. Importing the package registers :class:`Event`
-with Pyro5's serializers.
+with Pyro5's serializers, and hardens Pyro5 for network input in this process: marshal is
+refused and decompression bounded (see :mod:`eventservice._compat.pyro5`).
 """
+
+from ._compat.pyro5 import harden as _harden
+
+_harden()
 
 from .aio import AsyncPublisher, AsyncSubscriber, Subscription
 from .clients import Publisher, Subscriber

@@ -200,7 +200,7 @@ class AsyncPublisher:
         msg = typed.encode(msg)
         batcher = self._batcher
         if batcher is None:
-            await self._worker.submit(self._publisher._link.call, "publish", subjects, msg)
+            await self._worker.submit(self._publisher.publish, subjects, msg)
         elif len(batcher.pending) < MAX_PENDING:
             batcher.add(subjects, msg)  # room: takes the batcher's lock only briefly
         else:

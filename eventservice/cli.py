@@ -43,6 +43,9 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("-N", "--no-ns", action="store_true", help="serve without a name server; only print the URI")
     parser.add_argument("-i", "--ident", help=f"passphrase clients must present (default: ${config.IDENT_ENV})")
+    parser.add_argument("--no-clear-ident", action="store_true",
+                        help="refuse clients that present the passphrase itself (plain Pyro5 clients setting "
+                             "_pyroHandshake): only proofs of it are accepted")
     parser.add_argument("--replace", action="store_true",
                         help="take over the name from another Event Service that still answers")
     _add_ns_options(parser)
@@ -74,6 +77,16 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"subscribers of this service (default {d.DEFAULT_MAX_SUBSCRIBERS})")
     limits.add_argument("--max-connections", type=int, default=d.DEFAULT_MAX_CONNECTIONS,
                         help=f"client connections served at once (default {d.DEFAULT_MAX_CONNECTIONS})")
+    limits.add_argument("--slow-threads", type=int, default=d.DEFAULT_SLOW_THREADS,
+                        help=f"threads serving slow subscribers, all together (default {d.DEFAULT_SLOW_THREADS})")
+    limits.add_argument("--slow-policy", choices=d.SLOW_POLICIES, default=d.DEFAULT_SLOW_POLICY,
+                        help="a slow subscriber whose queue is full: drop its events, or remove it "
+                             f"(default {d.DEFAULT_SLOW_POLICY})")
+    limits.add_argument("--max-pattern-cost", type=int, default=d.DEFAULT_MAX_PATTERN_COST,
+                        help="matching work one subscriber's patterns may cost, in steps of re "
+                             f"(default {d.DEFAULT_MAX_PATTERN_COST:,})")
+    limits.add_argument("--max-filter-nodes", type=int, default=d.DEFAULT_MAX_FILTER_NODES,
+                        help=f"filter conditions of one subscriber (default {d.DEFAULT_MAX_FILTER_NODES:,})")
     limits.add_argument("--heartbeat", type=float, default=d.DEFAULT_HEARTBEAT,
                         help="seconds a subscriber may stay silent before it must answer a heartbeat; one that "
                              f"does not is removed (default {d.DEFAULT_HEARTBEAT:g}; 0: no heartbeats)")
@@ -87,6 +100,10 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
                        help=f"the event space on the engine; es with the same name share events (default {bb_name})")
     hosts.add_argument("--backbone-timeout", type=float, default=bb_timeout, metavar="SECONDS",
                        help=f"seconds to wait for the engine at start (default {bb_timeout:g})")
+    hosts.add_argument("--backbone-key", metavar="KEY",
+                       help="sign envelopes with this key and drop any not signed with it; without one, anyone who "
+                            f"can publish on the engine can publish into the event space (default: "
+                            f"${config.BACKBONE_KEY_ENV})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
 
 
@@ -131,7 +148,10 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         delivery_threads=args.delivery_threads, delivery_timeout=args.delivery_timeout,
         max_message_size=args.max_message_size, max_subject_length=args.max_subject_length,
         max_subscriptions=args.max_subscriptions, max_subscribers=args.max_subscribers,
-        max_connections=args.max_connections, heartbeat=args.heartbeat, ident=args.ident, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        max_connections=args.max_connections, heartbeat=args.heartbeat, ident=args.ident,
+        allow_clear_ident=not args.no_clear_ident, slow_threads=args.slow_threads, slow_policy=args.slow_policy,
+        max_pattern_cost=args.max_pattern_cost, max_filter_nodes=args.max_filter_nodes,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_ca=args.tls_ca, tls_require_client_cert=args.tls_require_client_cert)
 
 
@@ -154,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = start_es(args.host, args.port, settings=settings, use_ns=not args.no_ns,
                       ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say,
                       backbone=backbone or None, backbone_name=args.backbone_name,
-                      backbone_timeout=args.backbone_timeout)
+                      backbone_timeout=args.backbone_timeout, backbone_key=args.backbone_key)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
     _say(f"URI: {server.uri}")

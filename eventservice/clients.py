@@ -12,7 +12,9 @@ import atexit
 import collections
 import inspect
 import logging
+import select
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -22,7 +24,8 @@ from Pyro5 import errors
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
-from . import typed, wire
+from . import auth, typed, wire
+from .auth import Authority
 from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, DEFAULT_REQUEST_TIMEOUT, EVENTSERVICE_NAME,
                      FALLBACK_SERIALIZER, FAST_SERIALIZER, ident_from_env)
 from .daemon import GuardedDaemon
@@ -44,9 +47,23 @@ DisconnectCallback = Callable[[BaseException], Any]
 ReconnectCallback = Callable[[str], Any]
 
 
-def not_marshallable(exc: BaseException) -> bool:
-    """True if ``exc`` is marshal refusing a value here (not an error the far side raised)."""
-    return isinstance(exc, (ValueError, TypeError)) and not hasattr(exc, "_pyroTraceback")
+def is_remote(exc: BaseException) -> bool:
+    """True if ``exc`` was raised by the far side (the service answered with it)."""
+    return hasattr(exc, "_pyroTraceback")
+
+
+def _is_stale(proxy: Proxy) -> bool:
+    """True if the service closed this proxy's connection (seen without sending anything).
+    Not checked for TLS, whose records may arrive between calls."""
+    conn = proxy._pyroConnection
+    sock = getattr(conn, "sock", None)
+    if sock is None or isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)  # between calls, readable means closed (or out of step): either way, anew
 
 
 def check_subjects(subjects: Any, what: str = "subject") -> List[str]:
@@ -100,62 +117,50 @@ class ServiceLink:
                 uri = ns.lookup(EVENTSERVICE_NAME)
             finally:
                 ns._pyroRelease()
-        proxy = Proxy(uri)
-        proxy._pyroHandshake = self.ident
-        proxy._pyroTimeout = self.timeout
-        proxy._pyroSerializer = FAST_SERIALIZER
+        proxy = auth.proxy(uri, self.ident, serializer=FAST_SERIALIZER, timeout=self.timeout)
         proxy._pyroBind()
         return proxy
 
-    def _invoke(self, method: str, args: Tuple[Any, ...]) -> Any:
-        proxy = self._proxy
-        proxy._pyroTimeout = self.timeout
-        try:
-            return getattr(proxy, method)(*args)
-        except (ValueError, TypeError) as exc:
-            if not not_marshallable(exc):
-                raise
-        proxy._pyroSerializer = FALLBACK_SERIALIZER  # a value marshal cannot carry: this call in serpent
-        try:
-            return getattr(proxy, method)(*args)
-        finally:
-            proxy._pyroSerializer = FAST_SERIALIZER
-
-    def call(self, method: str, *args: Any) -> Any:
-        """Call ``method`` on the service. A call that fails on a connection made earlier
-        (the service restarted or moved) is tried once more on a new one, found anew;
-        a call that timed out is not repeated."""
+    def call(self, method: str, *args: Any, serializer: Optional[str] = None) -> Any:
+        """Call ``method`` on the service (in ``serializer``, default msgpack) and return
+        its answer, or raise what it raised. A call is sent once: a connection the service
+        closed meanwhile is noticed before sending and made anew; once sent, a failure is
+        raised, never repeated (the service may have acted on it)."""
         news: List[Tuple[str, Any]] = []
         try:
             with self.lock:
-                fresh = self._proxy is None
-                while True:
-                    if self._proxy is None:
-                        self._proxy = self._connect()
-                        self.connected_once = True
-                        if self.lost:
-                            self.lost = False
-                            news.append(("back", str(self._proxy._pyroUri)))
-                    else:
-                        self._proxy._pyroClaimOwnership()
-                    try:
-                        return self._invoke(method, args)
-                    except errors.TimeoutError as exc:
-                        self.reset()  # the service may have acted on it: never sent twice
+                if self._proxy is not None and self._proxy._pyroConnection is None:
+                    self.reset()  # closed after its last call (persistent=False): found anew
+                elif self._proxy is not None and _is_stale(self._proxy):
+                    self.reset()  # the service closed it (went away, restarted): found anew
+                    self._lose(errors.ConnectionClosedError("the Event Service closed the connection"), news)
+                if self._proxy is None:
+                    self._proxy = self._connect()
+                    self.connected_once = True
+                    if self.lost:
+                        self.lost = False
+                        news.append(("back", str(self._proxy._pyroUri)))
+                else:
+                    self._proxy._pyroClaimOwnership()
+                proxy = self._proxy
+                proxy._pyroTimeout = self.timeout
+                proxy._pyroSerializer = serializer or FAST_SERIALIZER
+                try:
+                    return getattr(proxy, method)(*args)
+                except Exception as exc:
+                    if is_remote(exc):
+                        raise  # an answer from the service
+                    self.reset()
+                    if isinstance(exc, RECONNECT_ERRORS):
                         self._lose(exc, news)
-                        raise
-                    except RECONNECT_ERRORS as exc:
-                        self.reset()
-                        self._lose(exc, news)
-                        if fresh:
-                            raise
-                        fresh = True  # a connection made earlier went stale: once more, anew
-                    finally:
-                        if not self.persistent and self._proxy is not None:
-                            self._proxy._pyroRelease()
+                    raise
+                finally:
+                    if not self.persistent and self._proxy is not None:
+                        self._proxy._pyroRelease()
         except RECONNECT_ERRORS as exc:
-            with self.lock:
-                self._lose(exc, news)  # finding the service again failed
+            if not is_remote(exc):
+                with self.lock:
+                    self._lose(exc, news)  # finding the service failed
             raise
         finally:
             for kind, detail in news:
@@ -218,8 +223,12 @@ class Publisher:
         msg = typed.encode(msg)
         if self._batcher is not None:
             self._batcher.add(subjects, msg)
-        else:
-            self._link.call("publish", subjects, msg)
+            return
+        packed = wire.pack_publish([(subjects, msg)])
+        if packed is not None:
+            self._link.call("publishPacked", packed)
+        else:  # a value msgpack cannot carry
+            self._link.call("publish", subjects, msg, serializer=FALLBACK_SERIALIZER)
 
     def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request on ``subject`` and return the first answer of a responder (a
@@ -234,7 +243,8 @@ class Publisher:
             link = self._requests = ServiceLink(self.ident, self._link.esURI)
         with link.lock:
             link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then
-            return typed.decode(link.call("request", subject, typed.encode(msg), timeout))
+            return typed.decode(link.call("request", subject, typed.encode(msg), timeout,
+                                          serializer=FALLBACK_SERIALIZER))
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""
@@ -321,19 +331,19 @@ class _Batcher:
         """Send one batch. When the service refuses it (all or nothing: one bad event),
         send its events one by one, so that only the bad ones are refused."""
         try:
-            packed = wire.pack(batch)
+            packed = wire.pack_publish(batch)
             if packed is not None:
                 self.link.call("publishPacked", packed)
-            else:
-                self.link.call("publishBatch", batch)
+            else:  # a value msgpack cannot carry
+                self.link.call("publishBatch", batch, serializer=FALLBACK_SERIALIZER)
             return
         except Exception as exc:
-            if not hasattr(exc, "_pyroTraceback") or len(batch) == 1:
+            if not is_remote(exc) or len(batch) == 1:
                 self._failed(len(batch), exc)
                 return
         for subjects, msg in batch:
             try:
-                self.link.call("publish", subjects, msg)
+                self.link.call("publish", subjects, msg, serializer=FALLBACK_SERIALIZER)
             except Exception as exc:
                 self._failed(1, exc)
 
@@ -403,6 +413,7 @@ class _SubscriberDaemon(GuardedDaemon):
         return ok
 
     def clientDisconnect(self, conn: Any) -> None:
+        super().clientDisconnect(conn)
         with self._served_lock:
             self._served.pop(conn, None)
 
@@ -493,11 +504,11 @@ class Subscriber:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._link = ServiceLink(self.ident, esURI, persistent=False)
-        self.daemon = _SubscriberDaemon(ident=self.ident)
+        self.daemon = _SubscriberDaemon(authority=Authority(self.ident))
         self._receiver = Receiver(self)
         uri = self.daemon.register(self._receiver)
-        self._callback = Proxy(uri)
-        self._callback._pyroHandshake = self.ident
+        self._callback = Proxy(uri)  # what the service is given: it carries no secret
+        self._callback._pyroHandshake = None
         self._callback._pyroSerializer = FAST_SERIALIZER  # the format the service calls back in
         self._subjects: Set[str] = set()  # subscribed by subscribe(), as spelled
         self._patterns: Set[str] = set()  # subscribed by subscribeMatch()

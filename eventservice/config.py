@@ -34,10 +34,17 @@ DEFAULT_REGISTER_INTERVAL = 5.0  # seconds between checks of the name server reg
 DEFAULT_CLIENT_TIMEOUT = 5.0  # seconds a client call to the service may take
 DEFAULT_RECONNECT_CHECK = 2.0  # seconds between a Subscriber's checks of its service
 
-FAST_SERIALIZER = "marshal"  # between eventservice's own clients and the service (decodes ~15x faster)
-FALLBACK_SERIALIZER = "serpent"  # for values marshal cannot carry
+DEFAULT_SLOW_THREADS = 8  # threads serving slow subscribers, all of them together
+DEFAULT_SLOW_POLICY = "drop"  # a slow subscriber's full queue drops events ("drop") or removes it ("remove")
+DEFAULT_MAX_PATTERN_COST = 20_000_000  # matching work of one subscriber's patterns (see patterns.Pattern.cost)
+DEFAULT_MAX_FILTER_NODES = 4_096  # filter conditions of one subscriber, all its subscriptions together
+BACKBONE_KEY_ENV = "EVENTSERVICE_BACKBONE_KEY"  # the key that signs backbone envelopes
+
+FAST_SERIALIZER = "msgpack"  # between eventservice's own parts and the service (bytes travel as they are)
+FALLBACK_SERIALIZER = "serpent"  # for values msgpack cannot carry
 
 OVERFLOW_POLICIES = ("block", "drop")
+SLOW_POLICIES = ("drop", "remove")
 
 
 def ident_from_env(ident: Optional[str] = None) -> Optional[str]:
@@ -64,7 +71,12 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     heartbeat: float = DEFAULT_HEARTBEAT  # 0: no liveness checks
+    slow_threads: int = DEFAULT_SLOW_THREADS
+    slow_policy: str = DEFAULT_SLOW_POLICY
+    max_pattern_cost: int = DEFAULT_MAX_PATTERN_COST
+    max_filter_nodes: int = DEFAULT_MAX_FILTER_NODES
     ident: Optional[str] = None
+    allow_clear_ident: bool = True  # plain Pyro5 clients may present the passphrase itself
     tls_cert: Optional[str] = None  # the service's certificate (PEM); enables TLS
     tls_key: Optional[str] = None  # its private key
     tls_ca: Optional[str] = None  # CA trusted for subscribers' and clients' certificates
@@ -77,8 +89,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {self.overflow!r}")
-        for name in ("queue_size", "delivery_threads", "max_batch", "max_message_size",
-                     "max_subject_length", "max_subscriptions", "max_subscribers", "max_connections"):
+        if self.slow_policy not in SLOW_POLICIES:
+            raise ValueError(f"slow_policy must be one of {SLOW_POLICIES}, not {self.slow_policy!r}")
+        for name in ("queue_size", "delivery_threads", "max_batch", "max_message_size", "slow_threads",
+                     "max_subject_length", "max_subscriptions", "max_subscribers", "max_connections",
+                     "max_pattern_cost", "max_filter_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("block_timeout", "delivery_timeout", "handshake_timeout", "heartbeat"):

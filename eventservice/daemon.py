@@ -1,39 +1,64 @@
-"""A Pyro5 daemon that checks the passphrase and does not wait forever for a hello.
+"""Pyro5 daemons that treat every byte from the network as hostile.
 
-Both the Event Service and each ``Subscriber`` serve through it.
+The Event Service, each ``Subscriber`` and the name server ``es`` starts inside itself serve
+through :class:`GuardMixin`:
+
+- **Before authentication** a connection costs a small fixed amount: its handshake may be
+  at most :data:`PRE_AUTH_LIMIT` bytes, must not be compressed, and is decoded only with a
+  safe serializer (serpent, json or msgpack: never marshal). The whole exchange, including
+  the proof of a challenged connection (see :mod:`eventservice.auth`), must finish within
+  ``handshake_timeout`` seconds however slowly its bytes drip.
+- **Requests**: marshal is refused with a clear error; a request larger than
+  ``max_message_size`` bytes is answered with ``ValueError`` in the caller without being
+  read into memory; a compressed one is inflated at most to that size (beyond, the same
+  error); a request, once begun, must arrive within the handshake timeout plus its size at
+  :data:`MIN_RECEIVE_RATE`; the bytes of large requests in transit at once are bounded.
+- **Connections** are counted. When they near ``max_connections``, the ones that stayed
+  idle longest are closed to make room (clients reconnect on their next call), so held-open
+  idle connections cannot lock new clients out.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
-import hmac
 import itertools
 import logging
 import socket
 import struct
 import threading
 import time
-from typing import Any, List, Optional
+import uuid
+import zlib
+from typing import Any, Dict, List, Optional
 
-from Pyro5 import config, errors, protocol
+from Pyro5 import config, core, errors, protocol, serializers
+from Pyro5.callcontext import current_context
 from Pyro5.server import Daemon
 
+from .auth import PROOF_METHOD, Authority
 from .config import DEFAULT_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
+PRE_AUTH_LIMIT = 64 * 1024  # bytes a connection may send before it is authenticated
+SAFE_SERIALIZERS = frozenset((1, 3, 4))  # Pyro5's serpent, json, msgpack (2 is marshal)
+REPLY_SERIALIZER = 1  # serpent: what every Pyro5 client decodes, for refusals
+HEADER_FORMAT = protocol._header_format  # Pyro5's wire header (tested in tests/test_compat.py)
+HEADER_SIZE = protocol._header_size
 DRAIN_FACTOR = 64  # a message up to this many times the limit is read and discarded, to answer it cleanly
 DRAIN_CHUNK = 1 << 20  # bytes read at a time while discarding
 MIN_RECEIVE_RATE = 1 << 20  # bytes/s: a request must arrive at least this fast (beyond the handshake timeout)
 LARGE_MESSAGE = 1 << 16  # bytes: requests this large count against the budget of bytes in transit
 REAPER_TICK = 0.25  # seconds between looks for connections past their deadline
 IN_TRANSIT_FACTOR = 16  # budget of bytes in transit = this many times the largest message
+ROOM = 16  # connections kept free for newcomers: idle ones are closed to keep this many
 
 
 class Reaper:
     """One thread that shuts down connections whose deadline passed: a deadline covers a
     whole exchange (a handshake, a request), however slowly its bytes drip in. It looks
-    every REAPER_TICK seconds, so watching and cancelling cost a request no thread switch."""
+    every REAPER_TICK seconds while any deadline is watched, and ends when none is."""
 
     def __init__(self) -> None:
         self._heap: List[List[Any]] = []  # [deadline, seq, sock, active]
@@ -52,9 +77,10 @@ class Reaper:
         return entry
 
     @staticmethod
-    def cancel(entry: List[Any]) -> None:
-        entry[3] = False
-        entry[2] = None
+    def cancel(entry: Optional[List[Any]]) -> None:
+        if entry is not None:
+            entry[3] = False
+            entry[2] = None
 
     def _run(self) -> None:
         while True:
@@ -66,81 +92,190 @@ class Reaper:
                     entry = heapq.heappop(self._heap)
                     if entry[3]:
                         expired.append(entry[2])
+                if not self._heap:
+                    self._thread = None
+                    done = True
+                else:
+                    done = False
             for sock in expired:
                 log.debug("closing a connection that missed its deadline")
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except (OSError, AttributeError):
-                    pass
+                _shut(sock)
+            if done:
+                return
 
 
 REAPER = Reaper()
 
 
-def passphrase_matches(presented: Any, ident: str) -> bool:
-    """Constant-time comparison of a presented handshake with the passphrase."""
-    if not isinstance(presented, str):
-        return False
-    return hmac.compare_digest(presented.encode("utf-8"), ident.encode("utf-8"))
+def _shut(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
 
 
-class GuardedDaemon(Daemon):
-    """A :class:`Pyro5.server.Daemon` that
+class GuardMixin:
+    """The guards above, for a class deriving from :class:`Pyro5.server.Daemon` (see the
+    module). Keyword arguments: ``authority`` (who may connect), ``handshake_timeout``,
+    ``max_message_size``, ``max_connections``."""
 
-    - refuses connections whose handshake does not carry ``ident`` (when one is set),
-      comparing in constant time;
-    - closes connections that do not complete their (TLS and Pyro5) handshake within
-      ``handshake_timeout`` seconds, however slowly the bytes drip, so silent or dripping
-      connections cost nothing lasting; a request, once begun, must arrive within that
-      time plus its size at MIN_RECEIVE_RATE;
-    - answers a request larger than ``max_message_size`` bytes with a clear
-      ``ValueError`` in the caller instead of reading it into memory, and bounds the bytes
-      of large requests in transit at once.
-    """
-
-    def __init__(self, host: Optional[str] = None, port: int = 0, ident: Optional[str] = None,
-                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-                 max_message_size: Optional[int] = None, **kwargs: Any) -> None:
-        self._ident = ident
-        self._handshake_timeout = handshake_timeout
+    def _guard_init(self, authority: Optional[Authority], handshake_timeout: float,
+                    max_message_size: Optional[int], max_connections: Optional[int]) -> None:
+        self.authority = authority or Authority(None)
+        self._handshake_timeout = handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT
         self._max_message_size = max_message_size
-        super().__init__(host=host, port=port, **kwargs)
-        listener = getattr(self.transportServer, "sock", None)
+        self._max_connections = max_connections or config.THREADPOOL_SIZE
+        self._conns: Dict[Any, float] = {}  # every connection being served -> when it started
+        self._idle: "collections.OrderedDict[Any, float]" = collections.OrderedDict()  # waiting for a request
+        self._conns_lock = threading.Lock()
+        self.evicted = 0  # idle connections closed to make room
+
+    def _guard_listener(self) -> None:
+        listener = getattr(self.transportServer, "sock", None)  # type: ignore[attr-defined]
         if listener is not None and hasattr(listener, "do_handshake_on_connect"):
             # TLS: do the TLS handshake in the connection's worker, under the handshake
             # timeout, not in the accept loop where one silent client would stall it
             listener.do_handshake_on_connect = False
 
+    # -- connections -----------------------------------------------------------------------
+    def connections(self) -> List[Any]:
+        """The connections being served now."""
+        with self._conns_lock:
+            return list(self._conns)
+
+    def _admit(self, conn: Any) -> None:
+        """Count a new connection; close the longest idle ones if room runs short."""
+        victims = []
+        with self._conns_lock:
+            self._conns[conn] = time.monotonic()
+            while self._idle and len(self._conns) > self._max_connections - ROOM:
+                victim, _ = self._idle.popitem(last=False)
+                victims.append(victim)
+            self.evicted += len(victims)
+        if victims:
+            log.info("closing %d idle connection(s) to make room (limit %d)", len(victims), self._max_connections)
+        for victim in victims:
+            _shut(victim.sock)
+
+    def _forget(self, conn: Any) -> None:
+        with self._conns_lock:
+            self._conns.pop(conn, None)
+            self._idle.pop(conn, None)
+
+    def clientDisconnect(self, conn: Any) -> None:
+        self._forget(conn)
+
+    def hang_up(self) -> None:
+        """Shut every connection down (closing the daemon then waits for no client)."""
+        for conn in self.connections():
+            _shut(conn.sock)
+
+    # -- handshake -------------------------------------------------------------------------
     def validateHandshake(self, conn: Any, data: Any) -> Any:
-        if self._ident is not None and not passphrase_matches(data, self._ident):
-            raise errors.SecurityError("passphrase refused")
-        return "hello"
+        answer, pending = self.authority.greet(data)
+        conn.es_pending = pending
+        return answer
 
     def _handshake(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
-        if not self._handshake_timeout:
-            return super()._handshake(conn, denied_reason)
+        if denied_reason:  # in the accept loop: answer without reading anything
+            self._send_reply(conn, protocol.MSG_CONNECTFAIL, 0, REPLY_SERIALIZER, denied_reason)
+            return False
+        self._admit(conn)
         deadline = REAPER.watch(conn.sock, self._handshake_timeout)
+        ok = False
         try:
             if hasattr(conn.sock, "do_handshake"):
                 conn.sock.do_handshake()
-            return super()._handshake(conn, denied_reason)
-        except OSError as exc:  # ssl.SSLError is an OSError
+            ok = self._greet(conn)
+            return ok
+        except (OSError, errors.CommunicationError) as exc:  # ssl.SSLError is an OSError
             log.debug("connection closed during handshake: %s", exc)
             return False
         finally:
-            REAPER.cancel(deadline)
+            if ok and getattr(conn, "es_pending", None) is not None:
+                conn.es_deadline = deadline  # the proof must come within the same time
+            else:
+                REAPER.cancel(deadline)
+            if not ok:
+                self._forget(conn)
 
-    def handleRequest(self, conn: Any) -> None:
-        """Read one request under a deadline (once its first byte arrived, the rest must
-        follow at MIN_RECEIVE_RATE), then let Pyro5 handle it."""
-        first = conn.recv(1)  # waits as long as the connection stays idle
-        deadline = REAPER.watch(conn.sock, self._handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT)
+    def _greet(self, conn: Any) -> bool:
+        header = conn.recv(HEADER_SIZE)
+        tag, version, msgtype, serializer_id, flags, seq, data_size, annotations_size, corr_id, _, magic = \
+            struct.unpack(HEADER_FORMAT, header)
+        reply_with = serializer_id if serializer_id in SAFE_SERIALIZERS else REPLY_SERIALIZER
+        size = data_size + annotations_size
+        refusal = None
+        if tag != b"PYRO" or version != protocol.PROTOCOL_VERSION or magic != 0x4DC5 or msgtype != protocol.MSG_CONNECT:
+            refusal = "not a Pyro5 connect message"
+        elif serializer_id not in SAFE_SERIALIZERS or serializer_id not in serializers.serializers_by_id:
+            refusal = "serializer refused: use serpent, json or msgpack (marshal is never accepted)"
+        elif flags & protocol.FLAGS_COMPRESSED:
+            refusal = "a compressed handshake is refused"
+        elif size > PRE_AUTH_LIMIT:
+            refusal = f"handshake of {size} bytes refused (at most {PRE_AUTH_LIMIT} before authentication)"
+        if refusal is not None:
+            log.info("refused a connection: %s", refusal)
+            self._send_reply(conn, protocol.MSG_CONNECTFAIL, seq, reply_with, refusal)
+            return False
+        current_context.correlation_id = uuid.UUID(bytes=corr_id) if flags & protocol.FLAGS_CORR_ID \
+            else uuid.uuid4()
+        msg = protocol.ReceivingMessage(header)
+        msg.add_payload(conn.recv(size) if size else b"")
+        serializer = serializers.serializers_by_id[serializer_id]
         try:
-            header = first + conn.recv(protocol._header_size - 1)
-            fields = struct.unpack(protocol._header_format, header)
-            tag, serializer_id, seq, size = fields[0], fields[3], fields[5], fields[6] + fields[7]
+            data = serializer.loads(msg.data)
+            if type(data) is not dict or not isinstance(data.get("object"), str):
+                raise errors.ProtocolError("invalid handshake")
+            answer = self.validateHandshake(conn, data.get("handshake"))
+            reply = {"handshake": answer,
+                     "meta": self.objectsById[core.DAEMON_NAME].get_metadata(data["object"])}  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.debug("handshake refused: %s", exc)
+            self._send_reply(conn, protocol.MSG_CONNECTFAIL, seq, serializer_id, str(exc))
+            return False
+        self._send_reply(conn, protocol.MSG_CONNECTOK, seq, serializer_id, reply)
+        return True
+
+    def _send_reply(self, conn: Any, msgtype: int, seq: int, serializer_id: int, data: Any) -> None:
+        try:
+            payload = serializers.serializers_by_id[serializer_id].dumps(data)
+            message = protocol.SendingMessage(msgtype, 0, seq, serializer_id, payload,
+                                              annotations=self.annotations())  # type: ignore[attr-defined]
+            conn.send(message.data)
+        except Exception as exc:
+            log.debug("could not answer a connection: %s", exc)
+
+    # -- requests --------------------------------------------------------------------------
+    def handleRequest(self, conn: Any) -> None:
+        """Read one request under the guards (see the module), then let Pyro5 handle it."""
+        pending = getattr(conn, "es_pending", None)
+        if pending is None:
+            with self._conns_lock:
+                if conn in self._conns:
+                    self._idle[conn] = time.monotonic()
+            try:
+                first = conn.recv(1)  # waits as long as the connection stays idle
+            finally:
+                with self._conns_lock:
+                    self._idle.pop(conn, None)
+            deadline = REAPER.watch(conn.sock, self._handshake_timeout)
+        else:
+            first = conn.recv(1)
+            deadline = conn.es_deadline
+        try:
+            header = first + conn.recv(HEADER_SIZE - 1)
+            fields = struct.unpack(HEADER_FORMAT, header)
+            tag, msgtype, serializer_id, flags, seq = fields[0], fields[2], fields[3], fields[4], fields[5]
+            size = fields[6] + fields[7]
             if tag != b"PYRO":
                 raise errors.ProtocolError("invalid message")
+            if serializer_id not in SAFE_SERIALIZERS or serializer_id not in serializers.serializers_by_id:
+                self._refuse(conn, seq, ValueError("serializer refused: use serpent, json or msgpack "
+                                                   "(marshal is never accepted)"))
+            if pending is not None:
+                self._prove(conn, pending, header, fields)
+                return None
             limit = self._max_message_size
             if limit is not None and size > limit:
                 REAPER.cancel(deadline)
@@ -153,12 +288,59 @@ class GuardedDaemon(Daemon):
             with self._in_transit(size, conn, serializer_id, seq):
                 body = conn.recv(size) if size else b""
                 REAPER.cancel(deadline)
-                return super().handleRequest(_Replay(conn, header + body))
+                if flags & protocol.FLAGS_COMPRESSED:
+                    header, body = self._inflate(conn, fields, body)
+                return super().handleRequest(_Replay(conn, header + body))  # type: ignore[misc]
         finally:
             REAPER.cancel(deadline)
 
+    def _prove(self, conn: Any, pending: Any, header: bytes, fields: Any) -> None:
+        """The first request of a challenged connection: its proof, and nothing else."""
+        msgtype, serializer_id, flags, seq, size = fields[2], fields[3], fields[4], fields[5], fields[6] + fields[7]
+        if msgtype != protocol.MSG_INVOKE or flags & protocol.FLAGS_COMPRESSED or size > PRE_AUTH_LIMIT:
+            self._refuse(conn, seq, errors.SecurityError("prove the passphrase first"), serializer_id)
+        msg = protocol.ReceivingMessage(header)
+        msg.add_payload(conn.recv(size) if size else b"")
+        try:
+            _obj, method, vargs, _kwargs = serializers.serializers_by_id[serializer_id].loadsCall(msg.data)
+        except Exception:
+            method, vargs = None, ()
+        if method != PROOF_METHOD or len(vargs) != 1 or not pending.check(vargs[0]):
+            log.info("refused a connection: wrong proof of the passphrase")
+            self._refuse(conn, seq, errors.SecurityError("passphrase refused"), serializer_id)
+        conn.es_pending = None
+        REAPER.cancel(conn.es_deadline)
+        self._send_reply(conn, protocol.MSG_RESULT, seq, serializer_id, True)
+
+    def _refuse(self, conn: Any, seq: int, error: Exception, serializer_id: int = REPLY_SERIALIZER) -> None:
+        """Answer ``error`` and close the connection (raises ConnectionClosedError)."""
+        if serializer_id not in SAFE_SERIALIZERS:
+            serializer_id = REPLY_SERIALIZER
+        self._sendExceptionResponse(conn, seq, serializer_id, error, None)  # type: ignore[attr-defined]
+        raise errors.ConnectionClosedError(f"request refused: {error}")
+
+    def _inflate(self, conn: Any, fields: Any, body: bytes) -> "tuple[bytes, bytes]":
+        """A compressed request as an uncompressed one (header, body), inflated at most to the
+        message size limit; beyond, the caller gets ValueError."""
+        limit = self._max_message_size or config.MAX_MESSAGE_SIZE
+        annotations_size = fields[7]
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(body[annotations_size:], limit + 1)
+            complete = inflater.eof and len(data) <= limit
+        except zlib.error:
+            data, complete = b"", False
+        if not complete:
+            self._refuse(conn, fields[5], ValueError(
+                f"compressed message refused: it inflates beyond {limit} bytes, or is not valid "
+                f"(this Event Service accepts at most {limit} bytes: es --max-message-size)"), fields[3])
+        header = struct.pack(HEADER_FORMAT, fields[0], fields[1], fields[2], fields[3],
+                             fields[4] & ~protocol.FLAGS_COMPRESSED, fields[5], len(data), annotations_size,
+                             fields[8], fields[9], fields[10])
+        return header, body[:annotations_size] + data
+
     def _receive_time(self, size: int) -> float:
-        return (self._handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT) + size / MIN_RECEIVE_RATE
+        return self._handshake_timeout + size / MIN_RECEIVE_RATE
 
     def _in_transit(self, size: int, conn: Any, serializer_id: int, seq: int) -> "_Budget":
         return _Budget(self, size if size >= LARGE_MESSAGE else 0, conn, serializer_id, seq)
@@ -170,12 +352,22 @@ class GuardedDaemon(Daemon):
                            f"{limit} bytes (es --max-message-size)")
         log.warning("refused a message of %d bytes (limit %d)", size, limit)
         if size > DRAIN_FACTOR * limit:
-            self._sendExceptionResponse(conn, seq, serializer_id, error, None)
-            raise errors.ConnectionClosedError("message too large: connection closed")
+            self._refuse(conn, seq, error, serializer_id)
         remaining = size
         while remaining:
             remaining -= len(conn.recv(min(DRAIN_CHUNK, remaining)))
-        self._sendExceptionResponse(conn, seq, serializer_id, error, None)
+        self._sendExceptionResponse(conn, seq, serializer_id, error, None)  # type: ignore[attr-defined]
+
+
+class GuardedDaemon(GuardMixin, Daemon):
+    """A :class:`Pyro5.server.Daemon` with the guards of this module."""
+
+    def __init__(self, host: Optional[str] = None, port: int = 0, *, authority: Optional[Authority] = None,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, max_message_size: Optional[int] = None,
+                 max_connections: Optional[int] = None, **kwargs: Any) -> None:
+        self._guard_init(authority, handshake_timeout, max_message_size, max_connections)
+        super().__init__(host=host, port=port, **kwargs)
+        self._guard_listener()
 
 
 class _Budget:
@@ -186,7 +378,7 @@ class _Budget:
     lock = threading.Lock()
     in_transit = 0
 
-    def __init__(self, daemon: GuardedDaemon, size: int, conn: Any, serializer_id: int, seq: int) -> None:
+    def __init__(self, daemon: GuardMixin, size: int, conn: Any, serializer_id: int, seq: int) -> None:
         self.daemon, self.size, self.conn, self.serializer_id, self.seq = daemon, size, conn, serializer_id, seq
 
     def __enter__(self) -> None:
@@ -199,9 +391,8 @@ class _Budget:
                 _Budget.in_transit += self.size
         if not fits:
             self.size = 0
-            error = ValueError("the Event Service is receiving too many large messages at once: try again")
-            self.daemon._sendExceptionResponse(self.conn, self.seq, self.serializer_id, error, None)
-            raise errors.ConnectionClosedError("too many large messages in transit: connection closed")
+            self.daemon._refuse(self.conn, self.seq, ValueError(
+                "the Event Service is receiving too many large messages at once: try again"), self.serializer_id)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.size:
@@ -210,7 +401,7 @@ class _Budget:
 
 
 class _Replay:
-    """A connection whose first ``recv`` returns bytes already read (the header)."""
+    """A connection whose first ``recv`` calls return bytes already read."""
 
     def __init__(self, conn: Any, data: bytes) -> None:
         self._conn = conn
@@ -226,3 +417,4 @@ class _Replay:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+

@@ -1,10 +1,15 @@
-"""Delivery: a bounded queue per subscriber, drained by a small shared pool of senders.
+"""Delivery: a bounded queue per subscriber, drained by the senders of :mod:`eventservice.lanes`.
 
 Order: each subscriber's queue is served by at most one sender at a time, in FIFO order,
-so events reach a subscriber in the order they were posted. Senders drain a queue into
-one two-way call per batch (the project's ``Subscriber`` exposes ``deliverEvents``; a
-plain subscriber gets a Pyro5 batch of ``event()`` calls), then put the subscriber at the
-back of the line, so a busy subscriber cannot starve the others.
+so events reach a subscriber in the order they were posted. A sender drains a queue into
+one two-way call per batch (the project's ``Subscriber`` takes packed batches through
+``deliverPacked``; a plain subscriber gets a Pyro5 batch of ``event()`` calls), then puts
+the subscriber at the back of its lane's line, so a busy subscriber cannot starve others.
+
+Slow subscribers: one whose call takes longer than a few tens of milliseconds is marked
+slow and served from then on by the slow lane, whose few threads it shares with the other
+slow ones; the fast lane keeps its threads for everybody else. With ``slow_policy
+"remove"``, a slow subscriber whose queue stayed full for ``block_timeout`` is removed.
 
 Overflow: when a queue holds ``queue_size`` events, ``overflow="drop"`` drops the new
 event for that subscriber and counts it; ``overflow="block"`` makes the posting thread
@@ -18,27 +23,31 @@ dropped). A call that times out (a frozen subscriber) drops that batch and count
 subscriber keeps its queue and subscriptions, but before its next call it is sent a
 heartbeat and removed if it does not answer that either (when heartbeats are on). An
 exception raised by the subscriber's own ``event()`` counts as delivered and is logged.
+
+Serializers: a subscriber is called back in the serializer its callback proxy names
+(eventservice's ``Subscriber`` names msgpack and takes packed batches); one that named none
+is called in serpent, Pyro5's default, which carries every value exactly. Marshal is
+never used.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Hashable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
-from Pyro5 import core, errors, protocol
+from Pyro5 import errors
+from Pyro5.api import BatchProxy
 from Pyro5.client import Proxy
 
-from . import wire
+from . import auth, wire
 from .config import FALLBACK_SERIALIZER, FAST_SERIALIZER, Settings
 from .event import EVENT_CLASS_TAG, Event
+from .lanes import QUICK_CALLS_TO_RETURN, Lanes
 
-# An event inside the service is a plain tuple (subject, msg, time): the form the
-# project's Subscriber is sent, built once per event however many subscribers get it.
-Item = Tuple[str, Any, float]
+Item = wire.Item  # an event inside the service: (subject, msg, time), built once per event
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +57,10 @@ HEARTBEAT_METHOD = "heartbeat"  # exposed by eventservice.Subscriber: takes the 
 INITIAL_BATCH = 16  # events in the first call to a subscriber, at most
 FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
 SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
+PACKED_BYTES = 4 * 1024 * 1024  # a packed batch larger than this is split (if it has more than one event)
 
 # how a subscriber is called: found out on the first call
-MODE_BATCH = "batch"  # deliverEvents(list of tuples)
+MODE_BATCH = "batch"  # deliverPacked(bytes) / deliverEvents(list of tuples)
 MODE_EVENT = "event"  # event(Event), in a Pyro5 batch
 MODE_DICT = "dict"  # event(dict), for clients that cannot decode an Event
 
@@ -61,18 +71,20 @@ class Mailbox:
     def __init__(self, key: str, proxy: Proxy, settings: Settings) -> None:
         self.key = key
         self.uri = proxy._pyroUri
-        self.serializer = proxy._pyroSerializer
+        self.serializer = proxy._pyroSerializer or FALLBACK_SERIALIZER  # its callback proxy's choice, or serpent
         self.settings = settings
         self.events: Deque[Item] = collections.deque()
         self.lock = threading.Lock()
         self.not_full = threading.Condition(self.lock)
-        self.scheduled = False  # in the ready line or being served
+        self.scheduled = False  # in a line or being served
         self.stalled = False  # stayed full for block_timeout: drop at once until a delivery succeeds
         self.closed = False
         self.retiring = False  # no subscriptions left: goes away once its queue is empty
+        self.slow = False  # served by the slow lane (see eventservice.lanes)
+        self.removing = False  # being removed for being slow (slow_policy "remove")
+        self.quick_calls = 0  # quick calls in a row while slow
         self.mode: Optional[str] = None
         self.packs = False  # it takes packed batches (deliverPacked)
-        self.marshals = proxy._pyroSerializer is None  # chose no serializer: called back in marshal
         self.batch_limit = INITIAL_BATCH  # events per call: grows while calls are quick, shrinks when slow
         self.proxy: Optional[Proxy] = None  # used only by the sender serving this mailbox
         self.last_contact = time.monotonic()  # of the last call it answered
@@ -85,7 +97,7 @@ class Mailbox:
     def counters(self) -> Dict[str, Any]:
         with self.lock:
             return {"queued": len(self.events), "posted": self.posted, "delivered": self.delivered,
-                    "dropped": self.dropped, "mode": self.mode}
+                    "dropped": self.dropped, "mode": self.mode, "slow": self.slow, "serializer": self.serializer}
 
 
 class Dispatcher:
@@ -95,22 +107,20 @@ class Dispatcher:
     many seconds is sent a heartbeat (the project's Subscriber learns the service's id from
     it; for others it is a fresh connection and handshake), which it must answer within the
     same time, or it is removed like an unreachable one. ``on_gone(key, reason)`` is called
-    for every subscriber found dead."""
+    for every subscriber found dead (or slow, with ``slow_policy="remove"``)."""
 
-    def __init__(self, settings: Settings, on_gone: Callable[[str, str], None], instance_id: str = "") -> None:
+    def __init__(self, settings: Settings, on_gone: Callable[[str, str], None], instance_id: str = "",
+                 on_closed: Optional[Callable[[str], None]] = None) -> None:
         self.settings = settings
         self.on_gone = on_gone
+        self.on_closed = on_closed  # told the key of every mailbox that goes (retired or discarded)
         self.instance_id = instance_id
         self._mailboxes: Dict[Hashable, Mailbox] = {}
-        self._ready: "queue.SimpleQueue[Optional[Mailbox]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.delivered = 0
         self.dropped = 0
-        self._senders = [threading.Thread(target=self._serve_forever, name=f"es-sender-{n}", daemon=True)
-                         for n in range(settings.delivery_threads)]
-        for sender in self._senders:
-            sender.start()
         self._stopping = threading.Event()
+        self.lanes = Lanes(self._serve, settings.delivery_threads, settings.slow_threads)
         if settings.heartbeat > 0:
             threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
@@ -134,10 +144,10 @@ class Dispatcher:
         return None if mailbox is None else (mailbox.uri, mailbox.serializer)
 
     def is_live(self, key: Hashable) -> bool:
-        """False for a subscriber that is frozen as far as we know: its queue stayed full,
-        or its last call timed out."""
+        """False for a subscriber that is frozen or slow as far as we know: its queue stayed
+        full, its last call timed out, or its calls are slow."""
         mailbox = self._mailboxes.get(key)
-        return mailbox is not None and not mailbox.stalled and not mailbox.suspect
+        return mailbox is not None and not mailbox.stalled and not mailbox.suspect and not mailbox.slow
 
     def retire(self, key: Hashable) -> None:
         """``key`` has no subscriptions left: its mailbox goes once what it holds is sent."""
@@ -159,6 +169,11 @@ class Dispatcher:
         with mailbox.lock:
             mailbox.closed = True
         self._release(mailbox)
+        self._closed(mailbox.key)
+
+    def _closed(self, key: Hashable) -> None:
+        if self.on_closed is not None:
+            self.on_closed(key)  # type: ignore[arg-type]
 
     def discard(self, key: Hashable) -> None:
         """Close the mailbox of ``key``; what it still held counts as dropped."""
@@ -171,7 +186,11 @@ class Dispatcher:
                 mailbox.events.clear()
                 mailbox.dropped += lost
                 mailbox.not_full.notify_all()
+                busy = mailbox.scheduled
             self._count(0, lost)
+            if not busy:
+                self._release(mailbox)
+            self._closed(key)
 
     def __len__(self) -> int:
         return len(self._mailboxes)
@@ -206,12 +225,16 @@ class Dispatcher:
                 self._schedule(mailbox)
         if dropped:
             self._count(0, dropped)
+        if dropped and mailbox.slow and settings.slow_policy == "remove" and not mailbox.removing:
+            mailbox.removing = True
+            threading.Thread(target=self.on_gone, args=(key, "slow: its queue was full (es --slow-policy remove)"),
+                             name="es-remove-slow", daemon=True).start()
 
     def _schedule(self, mailbox: Mailbox) -> None:
-        """Put ``mailbox`` (lock held, not empty) in the senders' line, unless it is there."""
+        """Put ``mailbox`` (lock held, not empty) in its lane's line, unless it is there."""
         if not mailbox.scheduled:
             mailbox.scheduled = True
-            self._ready.put(mailbox)
+            self.lanes.schedule(mailbox)
 
     def _wait_for_room(self, mailbox: Mailbox) -> bool:
         """Wait (lock held) until the queue has room; False if it stayed full."""
@@ -227,19 +250,16 @@ class Dispatcher:
         return True
 
     # -- sending -----------------------------------------------------------------------------
-    def _serve_forever(self) -> None:
-        while True:
-            mailbox = self._ready.get()
-            if mailbox is None:
-                return
-            try:
-                self._serve(mailbox)
-            except Exception:  # a bug here must not kill the sender
-                log.exception("delivery to %s failed unexpectedly", mailbox.key)
-                with mailbox.lock:
-                    mailbox.scheduled = False
-
     def _serve(self, mailbox: Mailbox) -> None:
+        """One turn of a sender at ``mailbox`` (called by the lanes)."""
+        try:
+            self._serve_turn(mailbox)
+        except Exception:  # a bug here must not kill the sender, nor lose the mailbox
+            log.exception("delivery to %s failed unexpectedly", mailbox.key)
+            with mailbox.lock:
+                mailbox.scheduled = False
+
+    def _serve_turn(self, mailbox: Mailbox) -> None:
         with mailbox.lock:
             count = min(len(mailbox.events), mailbox.batch_limit)
             batch = [mailbox.events.popleft() for _ in range(count)]
@@ -254,21 +274,30 @@ class Dispatcher:
         elif batch:
             started = time.monotonic()
             delivered, dropped = self._send(mailbox, batch)
-            self._adapt(mailbox, time.monotonic() - started, len(batch))
+            took = time.monotonic() - started
+            self._adapt(mailbox, took, len(batch))
             with mailbox.lock:
                 mailbox.delivered += delivered
                 mailbox.dropped += dropped
                 if delivered:
                     mailbox.stalled = False  # it takes events again: publishers may wait for it again
+                if mailbox.slow:
+                    mailbox.quick_calls = mailbox.quick_calls + 1 if took < self.lanes.threshold else 0
+                    if mailbox.quick_calls >= QUICK_CALLS_TO_RETURN:
+                        mailbox.slow, mailbox.quick_calls = False, 0
+                        log.info("subscriber %s is quick again: back in the fast lane", mailbox.key)
             self._count(delivered, dropped)
         with mailbox.lock:
             if mailbox.events and not mailbox.closed:
-                self._ready.put(mailbox)
+                self.lanes.schedule(mailbox)
                 return
             mailbox.scheduled = False
             retired = mailbox.retiring
+            closed = mailbox.closed
         if retired:
             self._discard_retired(mailbox)
+        elif closed:
+            self._release(mailbox)
 
     def _adapt(self, mailbox: Mailbox, seconds: float, sent: int) -> None:
         if seconds < FAST_CALL and sent >= mailbox.batch_limit:
@@ -300,8 +329,8 @@ class Dispatcher:
 
     def _gone(self, mailbox: Mailbox, reason: str) -> None:
         log.info("subscriber %s is %s: removed", mailbox.key, reason)
-        self._release(mailbox)
         self.on_gone(mailbox.key, reason)
+        self._release(mailbox)
 
     def _heartbeat(self, mailbox: Mailbox) -> None:
         """Check that an idle subscriber still answers; remove it if it does not."""
@@ -332,16 +361,14 @@ class Dispatcher:
                         continue
                     mailbox.ping_due = mailbox.scheduled = True
                     mailbox.last_contact = now  # one heartbeat per interval
-                self._ready.put(mailbox)
+                self.lanes.schedule(mailbox)
 
     def _proxy(self, mailbox: Mailbox, timeout: Optional[float] = None) -> Proxy:
         """The mailbox's proxy, bound; calls on it time out after ``timeout`` seconds
-        (default: the delivery timeout)."""
+        (default: the delivery timeout). It proves the passphrase if the subscriber asks."""
         proxy = mailbox.proxy
         if proxy is None:
-            proxy = Proxy(mailbox.uri)
-            proxy._pyroSerializer = mailbox.serializer
-            proxy._pyroHandshake = self.settings.ident
+            proxy = auth.proxy(mailbox.uri, self.settings.ident, serializer=mailbox.serializer, require=False)
             mailbox.proxy = proxy
         else:
             proxy._pyroClaimOwnership()
@@ -349,7 +376,7 @@ class Dispatcher:
         if mailbox.mode is None:
             proxy._pyroBind()
             mailbox.mode = MODE_BATCH if BATCH_METHOD in proxy._pyroMethods else MODE_EVENT
-            # packed bytes pay only where they cross as bytes (marshal), not as serpent's base64
+            # packed bytes pay only where they cross as bytes (msgpack), not as serpent's base64
             mailbox.packs = PACKED_METHOD in proxy._pyroMethods and mailbox.serializer == FAST_SERIALIZER
         return proxy
 
@@ -369,7 +396,7 @@ class Dispatcher:
                 if packed is not None:
                     getattr(proxy, PACKED_METHOD)(packed)
                     continue
-                # messages marshal cannot carry: these as arguments, in serpent
+                # messages msgpack cannot carry: these as arguments, in serpent
                 chosen, proxy._pyroSerializer = proxy._pyroSerializer, FALLBACK_SERIALIZER
                 try:
                     getattr(proxy, BATCH_METHOD)(run)
@@ -378,34 +405,27 @@ class Dispatcher:
             return len(batch)
         pending = batch
         while pending:
-            calls = [("event", (event,), {}) for event in self._event_args(mailbox, proxy, pending)]
+            calls = BatchProxy(proxy)
+            for event in self._event_args(mailbox, pending):
+                calls.event(event)
             done = 0
             try:
-                for _ in _invoke_batch(proxy, calls):
+                for _ in calls():
                     done += 1
                 return len(batch)
             except Exception as exc:
                 remote = hasattr(exc, "_pyroTraceback")
-                if isinstance(exc, (ValueError, TypeError)) and not remote and mailbox.marshals:
-                    # a message marshal cannot carry: serpent from now on
-                    mailbox.marshals = False
-                    proxy._pyroSerializer = mailbox.serializer
-                elif isinstance(exc, errors.SerializeError) and mailbox.mode == MODE_EVENT \
+                if isinstance(exc, errors.SerializeError) and mailbox.mode == MODE_EVENT \
                         and EVENT_CLASS_TAG in str(exc):
                     log.debug("subscriber %s cannot decode Event: sending dicts", mailbox.key)
                     mailbox.mode = MODE_DICT
+                elif isinstance(exc, (errors.SerializeError, TypeError, ValueError)) and not remote \
+                        and proxy._pyroSerializer != FALLBACK_SERIALIZER:
+                    # a message msgpack cannot carry: serpent for this subscriber from now on
+                    proxy._pyroSerializer = mailbox.serializer = FALLBACK_SERIALIZER
                 elif isinstance(exc, errors.SerializeError):
                     # it answered with something we cannot decode (its own exception type)
                     log.info("subscriber %s answered undecodably: %s", mailbox.key, exc)
-                    return len(batch)
-                elif remote and proxy._pyroSerializer == FAST_SERIALIZER and mailbox.marshals:
-                    # event() raised, and Pyro5 could not marshal the batch's results (an
-                    # exception among them): how far it got is unknown. Serpent from now on;
-                    # events of this batch after the failing one may be lost.
-                    log.warning("subscriber %s raised in event() (%s); events after it in a batch of %d "
-                                "may be lost; calling it back in serpent from now on", mailbox.key, exc, len(pending))
-                    mailbox.marshals = False
-                    proxy._pyroSerializer = mailbox.serializer
                     return len(batch)
                 elif remote and not isinstance(exc, (errors.DaemonError, errors.SecurityError)):
                     # the subscriber's event() raised on event number `done`: that one was
@@ -417,20 +437,10 @@ class Dispatcher:
         return len(batch)
 
     @staticmethod
-    def _event_args(mailbox: Mailbox, proxy: Proxy, pending: List[Item]) -> List[Any]:
-        """The arguments of a plain subscriber's ``event()`` calls. A subscriber that did not
-        choose a serializer for its callbacks is called in marshal, which it decodes several
-        times faster than serpent; as marshal converts only top-level values, an Event then
-        goes as its tagged dict, which Pyro5 turns back into an Event on the far side."""
-        as_dict = mailbox.mode == MODE_DICT
-        if mailbox.marshals:
-            proxy._pyroSerializer = FAST_SERIALIZER
-            if as_dict:
-                return [{"subject": subject, "msg": msg, "time": when} for subject, msg, when in pending]
-            return [{"__class__": EVENT_CLASS_TAG, "subject": subject, "msg": msg, "time": when}
-                    for subject, msg, when in pending]
-        if as_dict:
-            return [{"subject": subject, "msg": msg, "time": when} for subject, msg, when in pending]
+    def _event_args(mailbox: Mailbox, pending: List[Item]) -> List[Any]:
+        """The arguments of a plain subscriber's ``event()`` calls."""
+        if mailbox.mode == MODE_DICT:
+            return [wire.event_dict(subject, msg, when) for subject, msg, when in pending]
         return [Event(subject, msg, when) for subject, msg, when in pending]
 
     def _count(self, delivered: int, dropped: int) -> None:
@@ -441,7 +451,10 @@ class Dispatcher:
     # -- questions and shutdown --------------------------------------------------------------
     def counters(self) -> Dict[str, int]:
         with self._lock:
-            return {"delivered": self.delivered, "dropped": self.dropped}
+            mailboxes = list(self._mailboxes.values())
+            result = {"delivered": self.delivered, "dropped": self.dropped}
+        result["slow_subscribers"] = sum(1 for m in mailboxes if m.slow)
+        return result
 
     def per_subscriber(self) -> Dict[str, Dict[str, Any]]:
         with self._lock:
@@ -451,29 +464,18 @@ class Dispatcher:
     def close(self, timeout: float = 2.0) -> None:
         """Stop the senders (queued events are not delivered)."""
         self._stopping.set()
-        for _ in self._senders:
-            self._ready.put(None)
-        deadline = time.monotonic() + timeout
-        for sender in self._senders:
-            sender.join(max(0.0, deadline - time.monotonic()))
-
-
-def _invoke_batch(proxy: Proxy, calls: List[Tuple[str, Tuple[Any, ...], Dict[str, Any]]]) -> Iterator[Any]:
-    """What Pyro5's ``BatchProxy`` does (one message, the calls run in order, the first
-    exception ends the batch), without its flaw: it passes no keyword dict, which Pyro5's
-    marshal serializer cannot take."""
-    for result in proxy._pyroInvoke("<batch>", calls, {}, protocol.FLAGS_BATCH):
-        if isinstance(result, core._ExceptionWrapper):
-            result.raiseIt()
-        yield result
+        self.lanes.close(timeout)
 
 
 def _packed_runs(batch: List[Item]) -> List[Tuple[List[Item], Optional[bytes]]]:
-    """``batch`` as consecutive runs, in order: (events, packed bytes) for events marshal
+    """``batch`` as consecutive runs, in order: (events, packed bytes) for events msgpack
     can carry, (events, None) for the others, so that one odd message does not change how
-    the rest of the batch travels."""
+    the rest of the batch travels; a packed run over PACKED_BYTES is split."""
     packed = wire.pack(batch)
     if packed is not None:
+        if len(packed) > PACKED_BYTES and len(batch) > 1:
+            half = len(batch) // 2
+            return _packed_runs(batch[:half]) + _packed_runs(batch[half:])
         return [(batch, packed)]
     runs: List[Tuple[List[Item], bool]] = []
     for item in batch:
@@ -482,4 +484,7 @@ def _packed_runs(batch: List[Item]) -> List[Tuple[List[Item], Optional[bytes]]]:
             runs[-1][0].append(item)
         else:
             runs.append(([item], fits))
-    return [(items, wire.pack(items) if fits else None) for items, fits in runs]
+    out: List[Tuple[List[Item], Optional[bytes]]] = []
+    for items, fits in runs:
+        out.extend(_packed_runs(items) if fits else [(items, None)])
+    return out

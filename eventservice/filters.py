@@ -34,10 +34,11 @@ _MISSING = object()
 
 def compile_filter(spec: Any) -> Filter:
     """A callable ``message -> bool`` for ``spec``; ValueError if ``spec`` is not a filter.
-    A filter that is one equality (``["==", FIELD, VALUE]``) also carries ``equality`` =
+    It carries ``nodes``, the number of its conditions and combinators. A filter that is one equality (``["==", FIELD, VALUE]``) also carries ``equality`` =
     (a getter of FIELD, VALUE), so that many of them can be looked up at once."""
     budget = [MAX_FILTER_NODES]
     passes = _compile(spec, 0, budget)
+    passes.nodes = MAX_FILTER_NODES - budget[0]  # type: ignore[attr-defined]  # its conditions, for budgets
     if spec[0] == "==" and isinstance(spec[2], (str, int, float, bool, type(None))):
         try:
             hash(spec[2])

@@ -5,101 +5,261 @@ subscriber's URI string). Exact subjects are case-insensitive (``str.casefold``)
 patterns follow :mod:`eventservice.patterns`. A subscription may carry options: a work
 queue ``group`` (an event goes to one member of each group) and a content ``filter``.
 
-The answer for a subject is a :class:`Route`, computed once per subject as spelled and
-cached until the next change: the keys that get every event on it (each once, however
-many subscriptions match), the keys that get it only if a filter passes, and the groups.
+The answer for a subject is a :class:`Route`, cached per subject as spelled. Routing cost
+is paid by whoever causes it:
+
+- **a change patches the cache, it never empties it**: a new or removed exact subject
+  touches only the cached spellings of that subject; a new pattern is matched, by the
+  subscribing caller, against the cached subjects its literal prefix allows, and patches
+  those it matches; a removed pattern patches the subjects it had matched. Publishers on
+  other subjects keep their cached routes and pay nothing.
+- **a fresh subject** is matched only against the patterns whose literal prefix it starts
+  with (an index by prefix), by the publishing caller, outside the index lock.
+- **budgets per subscriber**: the matching work of its patterns (:attr:`Pattern.cost`) and
+  the conditions of its filters are bounded; a change beyond them raises ``ValueError``
+  naming the limit and changes nothing.
 
 Thread-safety: every method may be called from any thread. ``route`` takes no lock on a
-cache hit.
+cache hit, and never matches a pattern while holding the lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import threading
 from typing import Any, Callable, Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
 
 from .filters import Filter
-from .patterns import Pattern
+from .patterns import Pattern, fold
 
 MAX_CACHED_SUBJECTS = 100_000  # distinct subjects remembered before the cache starts over
+UNLIMITED = 1 << 62
 
 
 class Options:
     """What a subscription carries besides its subject: a group and a filter (both optional)."""
 
-    __slots__ = ("group", "filter", "spec")
+    __slots__ = ("group", "filter", "spec", "nodes")
 
     def __init__(self, group: Optional[str] = None, filter: Optional[Filter] = None, spec: Any = None) -> None:
         self.group = group
         self.filter = filter
         self.spec = spec  # the filter as given, for reporting
+        self.nodes = getattr(filter, "nodes", 1) if filter is not None else 0  # its conditions, for the budget
 
 
 PLAIN = Options()  # no group, no filter
 
+Conditional = Tuple[Tuple[Hashable, Tuple[Filter, ...]], ...]
+Groups = Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...]
+Indexed = Tuple[Tuple[Callable[[Any], Any], Dict[Any, Tuple[Hashable, ...]]], ...]
 
+
+@dataclasses.dataclass(frozen=True)
 class Route:
     """Who gets an event on one subject.
 
     ``plain``: keys that get every event; ``conditional``: (key, filters) for keys that get
-    an event when any of their filters passes; ``groups``: (group, members) where members
-    are (key, filter or None) and one passing member gets the event; ``keys``: all keys."""
+    an event when any of their filters passes; ``indexed``: (getter of a field, {value:
+    keys}) for keys whose filters are all equalities, looked up once per event; ``groups``:
+    (group, members) where members are (key, filter or None) and one passing member gets
+    the event; ``keys``: all keys; ``simple``: only ``plain`` is set."""
 
-    __slots__ = ("plain", "conditional", "groups", "indexed", "keys", "simple")
+    plain: FrozenSet[Hashable]
+    conditional: Conditional = ()
+    groups: Groups = ()
+    indexed: Indexed = ()
+    keys: FrozenSet[Hashable] = dataclasses.field(default=frozenset(), compare=False)
+    simple: bool = dataclasses.field(default=True, compare=False)
 
-    def __init__(self, plain: FrozenSet[Hashable], conditional: Tuple[Tuple[Hashable, Tuple[Filter, ...]], ...],
-                 groups: Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...],
-                 indexed: Tuple[Tuple[Callable[[Any], Any], Dict[Any, Tuple[Hashable, ...]]], ...] = ()) -> None:
-        self.plain = plain
-        self.conditional = conditional
-        self.groups = groups
-        self.indexed = indexed  # (getter of a field, {value: keys}): keys whose filters are all equalities
-        self.keys = plain.union(k for k, _ in conditional).union(k for _, ms in groups for k, _ in ms).union(
-            k for _, table in indexed for ks in table.values() for k in ks)
-        self.simple = not conditional and not groups and not indexed  # plain get every event, nobody else
+    @staticmethod
+    def build(holders: Iterable[Tuple[Hashable, Options]]) -> "Route":
+        """The route for these (key, options) subscriptions matching one subject."""
+        plain: Set[Hashable] = set()
+        filtered: Dict[Hashable, List[Filter]] = {}
+        groups: Dict[str, Dict[Hashable, Optional[Filter]]] = {}
+        for key, options in holders:
+            if options.group is not None:
+                members = groups.setdefault(options.group, {})
+                if key not in members or members[key] is not None:
+                    members[key] = options.filter  # an unfiltered membership wins
+            elif options.filter is None:
+                plain.add(key)
+            else:
+                filtered.setdefault(key, []).append(options.filter)
+        conditional = []
+        by_field: Dict[str, Tuple[Callable[[Any], Any], Dict[Any, List[Hashable]]]] = {}
+        for key, fs in filtered.items():
+            if key in plain:
+                continue
+            if all(getattr(f, "equality", None) for f in fs):  # looked up once per event, not run
+                for f in fs:
+                    field, getter, value = f.equality  # type: ignore[attr-defined]
+                    by_field.setdefault(field, (getter, {}))[1].setdefault(value, []).append(key)
+            else:
+                conditional.append((key, tuple(fs)))
+        indexed = tuple((getter, {value: tuple(keys) for value, keys in table.items()})
+                        for getter, table in by_field.values())
+        grouped = tuple((name, tuple(members.items())) for name, members in sorted(groups.items()))
+        keys = frozenset(plain).union(k for k, _ in conditional).union(
+            k for _, ms in grouped for k, _ in ms).union(k for _, table in indexed for ks in table.values() for k in ks)
+        return Route(frozenset(plain), tuple(conditional), grouped, indexed, keys,
+                     not conditional and not grouped and not indexed)
 
-NOWHERE = Route(frozenset(), (), ())
+
+NOWHERE = Route(frozenset())
+
+
+class _PatternEntry:
+    __slots__ = ("pattern", "holders")
+
+    def __init__(self, pattern: Pattern) -> None:
+        self.pattern = pattern
+        self.holders: Dict[Hashable, Options] = {}
+
+
+class _Cached:
+    """A cached subject: the pattern sources it matches and its route (None: to rebuild)."""
+
+    __slots__ = ("sources", "route", "seq")
+
+    def __init__(self, sources: Set[str], seq: int) -> None:
+        self.sources = sources
+        self.route: Optional[Route] = None
+        self.seq = seq
+
+
+class _View:
+    """The patterns by literal prefix, immutable: read by matching without the lock."""
+
+    __slots__ = ("by_prefix", "lengths")
+
+    def __init__(self, by_prefix: Dict[str, Tuple[Tuple[str, Pattern], ...]]) -> None:
+        self.by_prefix = by_prefix
+        self.lengths = tuple(sorted({len(prefix) for prefix in by_prefix}))
+
+    def matches(self, subject: str) -> Set[str]:
+        """The sources of the patterns that match ``subject``."""
+        found: Set[str] = set()
+        if not self.by_prefix:
+            return found
+        lowered = fold(subject)
+        get = self.by_prefix.get
+        for length in self.lengths:
+            if length > len(lowered):
+                break
+            for source, pattern in get(lowered[:length], ()):
+                if pattern.match(subject):
+                    found.add(source)
+        return found
+
+
+def _group_by_prefix(patterns: Iterable[Pattern]) -> Dict[str, List[Pattern]]:
+    grouped: Dict[str, List[Pattern]] = {}
+    for pattern in patterns:
+        grouped.setdefault(pattern.literal_prefix, []).append(pattern)
+    return grouped
+
+
+class Prepared:
+    """Patterns matched against the cached subjects of an index (see :meth:`SubscriptionIndex.prepare`)."""
+
+    __slots__ = ("patterns", "hits", "seq")
+
+    def __init__(self, patterns: List[Pattern], hits: Dict[str, List[str]], seq: int) -> None:
+        self.patterns, self.hits, self.seq = patterns, hits, seq
 
 
 class SubscriptionIndex:
-    """Exact and pattern subscriptions of all subscribers."""
+    """Exact and pattern subscriptions of all subscribers (see the module)."""
 
-    def __init__(self, max_subscriptions: int = 10_000) -> None:
+    def __init__(self, max_subscriptions: int = 10_000, max_pattern_cost: int = UNLIMITED,
+                 max_filter_nodes: int = UNLIMITED) -> None:
         self.max_subscriptions = max_subscriptions
+        self.max_pattern_cost = max_pattern_cost
+        self.max_filter_nodes = max_filter_nodes
         self._lock = threading.Lock()
         self._exact: Dict[str, Dict[Hashable, Options]] = {}  # casefolded subject -> key -> options
-        self._patterns: Dict[str, Tuple[Pattern, Dict[Hashable, Options]]] = {}  # source -> (pattern, ...)
+        self._patterns: Dict[str, _PatternEntry] = {}  # source -> its pattern and holders
         self._subjects_of: Dict[Hashable, Set[str]] = {}  # key -> casefolded subjects
         self._patterns_of: Dict[Hashable, Set[str]] = {}  # key -> pattern sources
-        self._cache: Dict[str, Route] = {}
+        self._spent: Dict[Hashable, List[int]] = {}  # key -> [pattern cost, filter nodes]
+        self._view = _View({})
+        self._pattern_gen = 0  # changes of the pattern set
+        self._cache: Dict[str, _Cached] = {}
+        self._spellings: Dict[str, Set[str]] = {}  # casefolded -> cached spellings
+        self._matched_by: Dict[str, Set[str]] = {}  # pattern source -> cached subjects it matches
+        self._seq = itertools.count(1)
 
     # -- changes -------------------------------------------------------------------------
     def add_subjects(self, key: Hashable, subjects: Iterable[str], options: Options = PLAIN) -> None:
         """Subscribe ``key`` to exact subjects (case-insensitive); a subject it holds
-        already takes the new ``options``. ValueError past the subscription limit."""
+        already takes the new ``options``. ValueError past a limit, changing nothing."""
         folded = {subject.casefold() for subject in subjects}
         with self._lock:
             mine = self._subjects_of.get(key, set())
             self._check_limit(key, len(folded - mine))
+            old_nodes = sum(self._exact[s][key].nodes for s in folded & mine)
+            self._check_budget(key, 0, options.nodes * len(folded) - old_nodes)
             for subject in folded:
                 self._exact.setdefault(subject, {})[key] = options
+                self._touch_exact(subject)
             self._subjects_of[key] = mine | folded
-            self._changed()
+            self._spend(key, 0, options.nodes * len(folded) - old_nodes)
 
-    def add_patterns(self, key: Hashable, patterns: Iterable[Pattern], options: Options = PLAIN) -> None:
-        """Subscribe ``key`` to compiled patterns, like :meth:`add_subjects`."""
-        patterns = list(patterns)
+    def prepare(self, patterns: Iterable[Pattern]) -> "Prepared":
+        """Match new patterns against the cached subjects, in the caller's thread and without
+        any lock: the costly part of :meth:`add_patterns`, done before taking locks."""
+        patterns = list({p.source: p for p in patterns}.values())
+        with self._lock:
+            fresh = [p for p in patterns if p.source not in self._patterns]
+            subjects = list(self._cache)
+            seq = next(self._seq)
+        return Prepared(patterns, self._match_cached(fresh, subjects), seq)
+
+    def add_patterns(self, key: Hashable, patterns: "Iterable[Pattern] | Prepared", options: Options = PLAIN) -> None:
+        """Subscribe ``key`` to compiled patterns (or patterns from :meth:`prepare`), like
+        :meth:`add_subjects`."""
+        prepared = patterns if isinstance(patterns, Prepared) else self.prepare(patterns)
+        patterns, hits, seq = prepared.patterns, prepared.hits, prepared.seq
         sources = {p.source for p in patterns}
         with self._lock:
             mine = self._patterns_of.get(key, set())
-            self._check_limit(key, len(sources - mine))
+            new = sources - mine
+            self._check_limit(key, len(new))
+            cost = sum(p.cost for p in patterns if p.source in new)
+            old_nodes = sum(self._patterns[s].holders[key].nodes for s in sources & mine)
+            nodes = options.nodes * len(sources) - old_nodes
+            self._check_budget(key, cost, nodes)
+            view_changed = False
             for pattern in patterns:
                 entry = self._patterns.get(pattern.source)
                 if entry is None:
-                    entry = self._patterns[pattern.source] = (pattern, {})
-                entry[1][key] = options
+                    entry = self._patterns[pattern.source] = _PatternEntry(pattern)
+                    matched = self._matched_by[pattern.source] = set()
+                    for subject in hits.get(pattern.source, ()):
+                        cached = self._cache.get(subject)
+                        if cached is not None and cached.seq < seq:
+                            cached.sources.add(pattern.source)
+                            cached.route = None
+                            matched.add(subject)
+                    view_changed = True
+                else:
+                    self._touch_pattern(pattern.source)
+                entry.holders[key] = options
+            if view_changed:
+                # subjects cached while the new patterns were matched missed them: recompute those
+                late = []
+                for subject in reversed(self._cache):  # newest first: stop at the older ones
+                    if self._cache[subject].seq < seq:
+                        break
+                    late.append(subject)
+                for subject in late:
+                    self._uncache(subject)
+                self._new_view()
             self._patterns_of[key] = mine | sources
-            self._changed()
+            self._spend(key, cost, nodes)
 
     def remove(self, key: Hashable, names: Iterable[str]) -> None:
         """Remove exact subscriptions (case-insensitive) and pattern subscriptions (same
@@ -107,6 +267,7 @@ class SubscriptionIndex:
         with self._lock:
             subjects = self._subjects_of.get(key, set())
             patterns = self._patterns_of.get(key, set())
+            view_changed = False
             for name in names:
                 folded = name.casefold()
                 if folded in subjects:
@@ -114,36 +275,55 @@ class SubscriptionIndex:
                     self._drop_exact(folded, key)
                 if name in patterns:
                     patterns.discard(name)
-                    self._drop_pattern(name, key)
+                    view_changed |= self._drop_pattern(name, key)
             if not subjects:
                 self._subjects_of.pop(key, None)
             if not patterns:
                 self._patterns_of.pop(key, None)
-            self._changed()
+            if view_changed:
+                self._new_view()
+            self._forget_spent(key)
 
     def remove_subscriber(self, key: Hashable) -> bool:
         """Remove every subscription of ``key``; True if it had any."""
         with self._lock:
             subjects = self._subjects_of.pop(key, set())
             patterns = self._patterns_of.pop(key, set())
+            view_changed = False
             for subject in subjects:
                 self._drop_exact(subject, key)
             for source in patterns:
-                self._drop_pattern(source, key)
-            self._changed()
+                view_changed |= self._drop_pattern(source, key)
+            if view_changed:
+                self._new_view()
+            self._spent.pop(key, None)
             return bool(subjects or patterns)
 
     # -- questions -----------------------------------------------------------------------
     def route(self, subject: str) -> Route:
         """Who gets an event on ``subject``."""
-        found = self._cache.get(subject)
-        if found is None:
+        cached = self._cache.get(subject)
+        if cached is not None:
+            route = cached.route
+            if route is not None:
+                return route
             with self._lock:
-                found = self._compute(subject)
-                if len(self._cache) >= MAX_CACHED_SUBJECTS:
-                    self._cache = {}
-                self._cache[subject] = found
-        return found
+                return self._route_of(subject, cached)
+        gen, view = self._pattern_gen, self._view
+        sources = view.matches(subject)  # the costly part: in this thread, without the lock
+        with self._lock:
+            cached = self._cache.get(subject)
+            if cached is not None:  # another thread was quicker
+                return self._route_of(subject, cached)
+            if gen != self._pattern_gen:  # patterns changed meanwhile: answer, do not cache
+                return self._build(subject.casefold(), [s for s in sources if s in self._patterns])
+            if len(self._cache) >= MAX_CACHED_SUBJECTS:
+                self._clear_cache()
+            cached = self._cache[subject] = _Cached(sources, next(self._seq))
+            self._spellings.setdefault(subject.casefold(), set()).add(subject)
+            for source in sources:
+                self._matched_by[source].add(subject)
+            return self._route_of(subject, cached)
 
     def match(self, subject: str) -> FrozenSet[Hashable]:
         """The keys holding a subscription that matches ``subject``, each once."""
@@ -169,8 +349,14 @@ class SubscriptionIndex:
         with self._lock:
             return sorted(self._subjects_of.get(key, ())), sorted(self._patterns_of.get(key, ()))
 
+    def spent(self, key: Hashable) -> Tuple[int, int]:
+        """(pattern cost, filter nodes) that ``key``'s subscriptions use of its budgets."""
+        with self._lock:
+            spent = self._spent.get(key)
+            return (spent[0], spent[1]) if spent else (0, 0)
+
     def counts(self) -> Dict[str, int]:
-        """Numbers of subscribers, exact subscriptions and pattern subscriptions."""
+        """Numbers of subscribers, exact subscriptions, pattern subscriptions and cached subjects."""
         with self._lock:
             keys = set(self._subjects_of) | set(self._patterns_of)
             return {
@@ -179,48 +365,44 @@ class SubscriptionIndex:
                 "pattern_subscriptions": sum(len(p) for p in self._patterns_of.values()),
             }
 
-    # -- insides -------------------------------------------------------------------------
-    def _compute(self, subject: str) -> Route:
-        found: List[Tuple[Hashable, Options]] = list(self._exact.get(subject.casefold(), {}).items())
-        if self._patterns:
-            lowered = subject.lower()
-            for pattern, holders in self._patterns.values():
-                if lowered.startswith(pattern.literal_prefix) and pattern.match(subject):
-                    found.extend(holders.items())
-        if not found:
-            return NOWHERE
-        plain: Set[Hashable] = set()
-        filtered: Dict[Hashable, List[Filter]] = {}
-        groups: Dict[str, Dict[Hashable, Optional[Filter]]] = {}
-        for key, options in found:
-            if options.group is not None:
-                members = groups.setdefault(options.group, {})
-                if key not in members or members[key] is not None:
-                    members[key] = options.filter  # an unfiltered membership wins
-            elif options.filter is None:
-                plain.add(key)
-            else:
-                filtered.setdefault(key, []).append(options.filter)
-        conditional = []
-        by_field: Dict[str, Tuple[Callable[[Any], Any], Dict[Any, List[Hashable]]]] = {}
-        for key, fs in filtered.items():
-            if key in plain:
-                continue
-            if all(getattr(f, "equality", None) for f in fs):  # looked up once per event, not run
-                for f in fs:
-                    field, getter, value = f.equality  # type: ignore[attr-defined]
-                    by_field.setdefault(field, (getter, {}))[1].setdefault(value, []).append(key)
-            else:
-                conditional.append((key, tuple(fs)))
-        indexed = tuple((getter, {value: tuple(keys) for value, keys in table.items()})
-                        for getter, table in by_field.values())
-        grouped = tuple((name, tuple(members.items())) for name, members in sorted(groups.items()))
-        return Route(frozenset(plain), tuple(conditional), grouped, indexed)
+    # -- insides (the lock held, unless said otherwise) ----------------------------------
+    @staticmethod
+    def _match_cached(fresh: List[Pattern], subjects: List[str]) -> Dict[str, List[str]]:
+        """{source: cached subjects it matches} for new patterns (no lock: the caller's work)."""
+        hits: Dict[str, List[str]] = {}
+        if not fresh or not subjects:
+            return hits
+        grouped = _group_by_prefix(fresh)
+        lengths = sorted({len(prefix) for prefix in grouped})
+        for subject in subjects:
+            lowered = fold(subject)
+            for length in lengths:
+                if length > len(lowered):
+                    break
+                for pattern in grouped.get(lowered[:length], ()):
+                    if pattern.match(subject):
+                        hits.setdefault(pattern.source, []).append(subject)
+        return hits
 
-    def _check_limit(self, key: Hashable, new: int) -> None:
-        held = len(self._subjects_of.get(key, ())) + len(self._patterns_of.get(key, ()))
-        if held + new > self.max_subscriptions:
-            raise ValueError(f"too many subscriptions for one subscriber (limit {self.max_subscriptions})")
+    def _route_of(self, subject: str, cached: _Cached) -> Route:
+        route = cached.route
+        if route is None:
+            route = cached.route = self._build(subject.casefold(), cached.sources)
+        return route
+
+    def _build(self, folded: str, sources: Iterable[str]) -> Route:
+        holders: List[Tuple[Hashable, Options]] = list(self._exact.get(folded, {}).items())
+        for source in sources:
+            holders.extend(self._patterns[source].holders.items())
+        return Route.build(holders) if holders else NOWHERE
+
+    def _touch_exact(self, folded: str) -> None:
+        for subject in self._spellings.get(folded, ()):
+            self._cache[subject].route = None
+
+    def _touch_pattern(self, source: str) -> None:
+        for subject in self._matched_by.get(source, ()):
+            self._cache[subject].route = None
 
     def _drop_exact(self, subject: str, key: Hashable) -> None:
         holders = self._exact.get(subject)
@@ -228,13 +410,74 @@ class SubscriptionIndex:
             holders.pop(key, None)
             if not holders:
                 del self._exact[subject]
+            self._touch_exact(subject)
 
-    def _drop_pattern(self, source: str, key: Hashable) -> None:
+    def _drop_pattern(self, source: str, key: Hashable) -> bool:
+        """Drop ``key``'s hold on a pattern; True if the pattern went."""
         entry = self._patterns.get(source)
-        if entry is not None:
-            entry[1].pop(key, None)
-            if not entry[1]:
-                del self._patterns[source]
+        if entry is None:
+            return False
+        entry.holders.pop(key, None)
+        if entry.holders:
+            self._touch_pattern(source)
+            return False
+        del self._patterns[source]
+        for subject in self._matched_by.pop(source, ()):
+            cached = self._cache[subject]
+            cached.sources.discard(source)
+            cached.route = None
+        return True
 
-    def _changed(self) -> None:
+    def _new_view(self) -> None:
+        grouped: Dict[str, List[Tuple[str, Pattern]]] = {}
+        for source, entry in self._patterns.items():
+            grouped.setdefault(entry.pattern.literal_prefix, []).append((source, entry.pattern))
+        self._view = _View({prefix: tuple(items) for prefix, items in grouped.items()})
+        self._pattern_gen += 1
+
+    def _uncache(self, subject: str) -> None:
+        cached = self._cache.pop(subject)
+        spellings = self._spellings.get(subject.casefold())
+        if spellings is not None:
+            spellings.discard(subject)
+            if not spellings:
+                del self._spellings[subject.casefold()]
+        for source in cached.sources:
+            matched = self._matched_by.get(source)
+            if matched is not None:
+                matched.discard(subject)
+
+    def _clear_cache(self) -> None:
         self._cache = {}
+        self._spellings = {}
+        self._matched_by = {source: set() for source in self._patterns}
+
+    def _check_limit(self, key: Hashable, new: int) -> None:
+        held = len(self._subjects_of.get(key, ())) + len(self._patterns_of.get(key, ()))
+        if held + new > self.max_subscriptions:
+            raise ValueError(f"too many subscriptions for one subscriber (limit {self.max_subscriptions})")
+
+    def _check_budget(self, key: Hashable, cost: int, nodes: int) -> None:
+        spent = self._spent.get(key, [0, 0])
+        if cost > 0 and spent[0] + cost > self.max_pattern_cost:
+            raise ValueError(f"these patterns would make this subscriber's matching work {spent[0] + cost:,}, "
+                             f"more than the limit of {self.max_pattern_cost:,} (es --max-pattern-cost): "
+                             f"use fewer patterns, or patterns that begin with literal text")
+        if nodes > 0 and spent[1] + nodes > self.max_filter_nodes:
+            raise ValueError(f"these filters would give this subscriber {spent[1] + nodes:,} filter conditions, "
+                             f"more than the limit of {self.max_filter_nodes:,} (es --max-filter-nodes)")
+
+    def _spend(self, key: Hashable, cost: int, nodes: int) -> None:
+        spent = self._spent.setdefault(key, [0, 0])
+        spent[0] += cost
+        spent[1] += nodes
+
+    def _forget_spent(self, key: Hashable) -> None:
+        """Recount ``key``'s budgets from what it still holds."""
+        if key not in self._subjects_of and key not in self._patterns_of:
+            self._spent.pop(key, None)
+            return
+        cost = sum(self._patterns[s].pattern.cost for s in self._patterns_of.get(key, ()))
+        nodes = sum(self._exact[s][key].nodes for s in self._subjects_of.get(key, ()))
+        nodes += sum(self._patterns[s].holders[key].nodes for s in self._patterns_of.get(key, ()))
+        self._spent[key] = [cost, nodes]

@@ -27,7 +27,7 @@ else:  # pragma: no cover - Python 3.9 and 3.10
     import sre_constants as _c
     import sre_parse as _sre_parse
 
-__all__ = ["Pattern", "compile_pattern"]
+__all__ = ["Pattern", "compile_pattern", "fold"]
 
 _NONE = object()  # stands for an opcode this Python does not have
 _ATOMS = frozenset((_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN))
@@ -39,15 +39,23 @@ _I, _A, _M, _S = int(re.IGNORECASE), int(re.ASCII), int(re.MULTILINE), int(re.DO
 _TYPE_FLAGS = int(re.ASCII | re.LOCALE | re.UNICODE)
 
 ASSUMED_SUBJECT_LENGTH = 512  # n in the cost bound that decides "safe for re"
-MAX_RE_WORK = 1 << 24  # allowed n**q * alternatives * size of a pattern run on re
+MAX_RE_WORK = 1 << 20  # allowed n**q * alternatives * size of a pattern run on re (re holds the GIL: ~5 ms)
+NFA_STEP_COST = 50  # one NFA instruction visited costs about this many re steps (it runs in Python)
 MAX_RE_QUANTIFIERS = 2  # variable-width quantifiers (factors of n) allowed on re
 MAX_RE_ALTERNATIVES = 64  # product of sequential alternatives allowed on re
 MAX_NFA_SIZE = 10_000  # instructions of one NFA program
 MAX_DFA_CACHE = 1 << 15  # cached DFA transitions + NFA threads in DFA states, per pattern
 
-# ASCII letters that IGNORECASE (Unicode) matches to a character whose .lower() differs:
-# 'i' ~ U+0130, U+0131 and 's' ~ U+017F. tests/test_patterns.py verifies this by brute force.
-_FOLD_UNSAFE = frozenset("iIsS")
+# The characters IGNORECASE (Unicode) matches to an ASCII letter whose .lower() is not that
+# letter: U+0130 and U+0131 ~ 'i', U+017F ~ 's'. fold() maps them to it, so that a literal
+# prefix may hold every ASCII letter. tests/test_patterns.py verifies this by brute force.
+_FOLD_FIXES = {0x130: "i", 0x131: "i", 0x17F: "s"}
+
+
+def fold(subject: str) -> str:
+    """``subject`` as literal prefixes are compared with it: one character for one, each
+    lowered, and the few that IGNORECASE matches to 'i' or 's' turned into those."""
+    return subject.translate(_FOLD_FIXES).lower()
 
 _CONSTRUCTS = {_c.GROUPREF: "a backreference", _c.GROUPREF_EXISTS: "a conditional group",
                _c.ASSERT: "a lookaround assertion", _c.ASSERT_NOT: "a negative lookaround assertion",
@@ -167,15 +175,19 @@ def _re_limit(items: Any) -> Optional[int]:
     return MAX_RE_WORK // per_path if quantifiers == 1 else math.isqrt(MAX_RE_WORK // per_path)
 
 
+def _re_work(items: Any) -> int:
+    """The bound on ``re``'s work for one match of a subject of ASSUMED_SUBJECT_LENGTH
+    (for a pattern found safe for ``re``)."""
+    quantifiers, alternatives, size = _cost(items)
+    return min(ASSUMED_SUBJECT_LENGTH ** quantifiers * alternatives * max(size, 1), MAX_RE_WORK)
+
+
 def _prefix(items: Any, flags: int) -> Tuple[str, bool]:
     """Lower-case ASCII literal prefix of a sequence, and whether it covers the whole sequence."""
     out: List[str] = []
     for op, av in items:
         if op is _c.LITERAL and av < 128:
-            char = chr(av)
-            if char in _FOLD_UNSAFE and flags & _I and not flags & _A:
-                return "".join(out), False
-            out.append(char.lower())
+            out.append(chr(av).lower())
         elif op is _c.AT or op is _c.ASSERT or op is _c.ASSERT_NOT:
             continue  # zero width: skipping a condition keeps the prefix necessary
         elif op is _c.SUBPATTERN:
@@ -401,9 +413,14 @@ class _Nfa:
 
 
 class Pattern:
-    """A compiled subscription pattern: ``match`` agrees with ``re.match`` under IGNORECASE."""
+    """A compiled subscription pattern: ``match`` agrees with ``re.match`` under IGNORECASE.
 
-    __slots__ = ("source", "literal_prefix", "_engine", "_re_match", "_limit", "_nfa", "_items", "_flags")
+    ``literal_prefix``: lower-case ASCII text every matching subject starts with, once
+    :func:`fold` ed;
+    ``cost``: a bound on the work of one match against a subject of ASSUMED_SUBJECT_LENGTH
+    characters, in steps of ``re`` (what subscription budgets count)."""
+
+    __slots__ = ("source", "literal_prefix", "cost", "_engine", "_re_match", "_limit", "_nfa", "_items", "_flags")
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -418,8 +435,10 @@ class Pattern:
             if limit is None:
                 self._engine, self._limit = "nfa", -1
                 self._nfa = _Nfa(self._items, self._flags, source)
+                self.cost = ASSUMED_SUBJECT_LENGTH * len(self._nfa.kind) * NFA_STEP_COST
             else:
                 self._engine, self._limit = "re", limit
+                self.cost = _re_work(self._items)
             self.literal_prefix = _prefix(self._items, self._flags)[0]
         except (re.error, OverflowError) as exc:
             raise ValueError(f"invalid pattern {source!r}: {exc}") from None

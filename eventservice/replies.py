@@ -2,9 +2,13 @@
 
 A responder is a subscriber whose object exposes ``respond(event)``: it gets the request
 as a dict with ``subject``, ``msg`` and ``time`` and returns the answer (``None`` means it
-has none). The other subscribers the request reaches get it as an ordinary event. Calls to
-responders run on a bounded pool of threads, on connections kept per responder, so one
-slow responder holds up neither other requests nor event delivery.
+has none). The other subscribers the request reaches get it as an ordinary event.
+
+Bounds: a responder is asked at most :data:`MAX_CALLS_PER_RESPONDER` requests at once (a
+busy one is passed over), so responders that never answer hold a few threads each, never
+the ones other responders need. Calls go over connections kept per responder (at most
+:data:`MAX_IDLE_PROXIES`), dropped when the subscriber goes or unsubscribes everything.
+Requests travel in serpent, so a message arrives as the same Python value.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tupl
 from Pyro5 import errors
 from Pyro5.client import Proxy
 
-from .config import Settings
+from . import auth
+from .config import FALLBACK_SERIALIZER, Settings
 
 log = logging.getLogger(__name__)
 
 RESPOND_METHOD = "respond"
 MAX_IDLE_PROXIES = 4  # connections kept per responder
+MAX_CALLS_PER_RESPONDER = 4  # requests a responder is asked at once
+MAX_REQUEST_THREADS = 256  # threads asking several responders at once, all requests together
 
 
 class Responders:
@@ -34,8 +41,9 @@ class Responders:
         self.locate = locate  # key -> (uri, serializer) of a subscriber, or None
         self._idle: Dict[Hashable, List[Proxy]] = {}
         self._can_respond: Dict[Hashable, bool] = {}
+        self._busy: Dict[Hashable, int] = {}  # calls under way per responder
         self._lock = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4 * settings.delivery_threads,
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_REQUEST_THREADS,
                                                            thread_name_prefix="es-request")
 
     def split(self, keys: Iterable[Hashable]) -> Tuple[List[Hashable], List[Hashable]]:
@@ -47,7 +55,8 @@ class Responders:
             if known is None:
                 proxy = self._take(key)
                 known = proxy is not None and RESPOND_METHOD in proxy._pyroMethods
-                self._can_respond[key] = known
+                if self.locate(key) is not None:
+                    self._can_respond[key] = known
                 if proxy is not None:
                     self._give_back(key, proxy)
             (responders if known else others).append(key)
@@ -59,6 +68,9 @@ class Responders:
         subject = request["subject"]
         if not keys:
             raise TimeoutError(f"no responder for subject {subject!r}")
+        keys = [key for key in keys if self._reserve(key)]
+        if not keys:
+            raise TimeoutError(f"no reply to a request on subject {subject!r}: its responders are all busy")
         if len(keys) == 1:  # the common case: asked in this thread, no hand-over
             answered, answer = self._call(keys[0], request, timeout)
             if answered:
@@ -77,22 +89,42 @@ class Responders:
                     return answer
         raise TimeoutError(f"no reply to a request on subject {subject!r} within {timeout:g}s")
 
+    def _reserve(self, key: Hashable) -> bool:
+        with self._lock:
+            busy = self._busy.get(key, 0)
+            if busy >= MAX_CALLS_PER_RESPONDER:
+                return False
+            self._busy[key] = busy + 1
+            return True
+
+    def _unreserve(self, key: Hashable) -> None:
+        with self._lock:
+            busy = self._busy.get(key, 1) - 1
+            if busy > 0:
+                self._busy[key] = busy
+            else:
+                self._busy.pop(key, None)
+
     def _call(self, key: Hashable, request: Dict[str, Any], timeout: float) -> Tuple[bool, Any]:
-        proxy = self._take(key)
-        if proxy is None:
-            return False, None
-        proxy._pyroTimeout = timeout
+        """Ask one responder (reserved by the caller)."""
         try:
-            answer = getattr(proxy, RESPOND_METHOD)(request)
-        except (errors.CommunicationError, OSError) as exc:
-            log.info("responder %s failed: %s", key, exc)
-            proxy._pyroRelease()
-            return False, None
-        except Exception as exc:  # the responder's own error: no answer from it
-            log.info("responder %s raised: %s", key, exc)
-            answer = None
-        self._give_back(key, proxy)
-        return answer is not None, answer
+            proxy = self._take(key)
+            if proxy is None:
+                return False, None
+            proxy._pyroTimeout = timeout
+            try:
+                answer = getattr(proxy, RESPOND_METHOD)(request)
+            except (errors.CommunicationError, OSError) as exc:
+                log.info("responder %s failed: %s", key, exc)
+                proxy._pyroRelease()
+                return False, None
+            except Exception as exc:  # the responder's own error: no answer from it
+                log.info("responder %s raised: %s", key, exc)
+                answer = None
+            self._give_back(key, proxy)
+            return answer is not None, answer
+        finally:
+            self._unreserve(key)
 
     def _take(self, key: Hashable) -> Optional[Proxy]:
         with self._lock:
@@ -104,10 +136,8 @@ class Responders:
         where = self.locate(key)
         if where is None:
             return None
-        proxy = Proxy(where[0])
-        proxy._pyroSerializer = where[1]
-        proxy._pyroHandshake = self.settings.ident
-        proxy._pyroTimeout = self.settings.delivery_timeout or None
+        proxy = auth.proxy(where[0], self.settings.ident, serializer=FALLBACK_SERIALIZER,
+                           timeout=self.settings.delivery_timeout or None, require=False)
         try:
             proxy._pyroBind()
         except (errors.PyroError, OSError) as exc:
@@ -117,14 +147,15 @@ class Responders:
 
     def _give_back(self, key: Hashable, proxy: Proxy) -> None:
         with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < MAX_IDLE_PROXIES:
-                idle.append(proxy)
-                return
+            if self.locate(key) is not None:
+                idle = self._idle.setdefault(key, [])
+                if len(idle) < MAX_IDLE_PROXIES:
+                    idle.append(proxy)
+                    return
         proxy._pyroRelease()
 
     def forget(self, key: Hashable) -> None:
-        """``key`` is gone: drop its connections."""
+        """``key`` is gone, or holds no subscription any more: drop its connections."""
         with self._lock:
             idle = self._idle.pop(key, [])
             self._can_respond.pop(key, None)
@@ -137,3 +168,5 @@ class Responders:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        for key in list(self._idle):
+            self.forget(key)

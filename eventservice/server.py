@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import threading
@@ -17,7 +18,8 @@ import Pyro5
 from Pyro5.core import URI
 
 from .backbone import DEFAULT_NAME as DEFAULT_BACKBONE_NAME, DEFAULT_TIMEOUT as DEFAULT_BACKBONE_TIMEOUT
-from .config import DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
+from .auth import Authority
+from .config import BACKBONE_KEY_ENV, DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
 from .daemon import GuardedDaemon
 from .naming import (RegistrationKeeper, claim_name, find_ns, release_name, start_embedded_ns)
 from .service import EventService
@@ -25,6 +27,7 @@ from .service import EventService
 log = logging.getLogger(__name__)
 
 RELEASE_DEADLINE = 3.0  # seconds closing may spend unregistering from the name server
+MESSAGE_HEADROOM = 64 * 1024  # bytes beyond max_message_size a message may have (an event plus its envelope)
 
 
 def is_loopback(host: str) -> bool:
@@ -40,8 +43,10 @@ def is_loopback(host: str) -> bool:
 def configure_pyro(settings: Settings) -> None:
     """Set the process-wide Pyro5 configuration an Event Service needs."""
     Pyro5.config.THREADPOOL_SIZE = max(settings.max_connections, Pyro5.config.THREADPOOL_SIZE_MIN)
-    # inbound requests are limited by the daemon; outgoing batches to subscribers may be larger
-    Pyro5.config.MAX_MESSAGE_SIZE = max(Pyro5.config.MAX_MESSAGE_SIZE, settings.max_message_size)
+    # what this process reads from anyone (answers of subscribers included), and inflates to at
+    # most; requests are limited by the daemon, at max_message_size exactly
+    Pyro5.config.MAX_MESSAGE_SIZE = settings.max_message_size + MESSAGE_HEADROOM
+    Pyro5.config.COMPRESSION = False
     Pyro5.config.SOCK_NODELAY = True
     Pyro5.config.SERVERTYPE = "thread"
     if settings.tls:
@@ -113,7 +118,7 @@ class EventServiceServer:
                 releaser.start()
                 releaser.join(RELEASE_DEADLINE)
         self.service.announce_stopped()
-        _hang_up_clients(self.daemon)
+        self.daemon.hang_up()  # so that closing the daemon does not wait for each client's thread
         self.daemon.close()
         if self.backbone is not None:
             self.backbone.close()
@@ -122,26 +127,13 @@ class EventServiceServer:
             self.embedded_ns.close()
 
 
-def _hang_up_clients(daemon: GuardedDaemon) -> None:
-    """Shut down the connections of clients still connected, so that closing the daemon
-    does not wait for each of their worker threads in turn."""
-    pool = getattr(daemon.transportServer, "pool", None)
-    for worker in list(getattr(pool, "busy", ())):
-        job = getattr(worker, "job", None)
-        sock = getattr(getattr(job, "csock", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Settings] = None,
              use_ns: bool = True, ns_host: Optional[str] = None, ns_port: Optional[int] = None,
              replace: bool = False, register_interval: float = DEFAULT_REGISTER_INTERVAL,
              announce: Callable[[str], None] = log.info, backbone: Optional[Sequence[str]] = None,
              backbone_name: str = DEFAULT_BACKBONE_NAME,
-             backbone_timeout: float = DEFAULT_BACKBONE_TIMEOUT) -> EventServiceServer:
+             backbone_timeout: float = DEFAULT_BACKBONE_TIMEOUT,
+             backbone_key: Optional[str] = None) -> EventServiceServer:
     """Create an Event Service listening on ``host``:``port`` and, unless ``use_ns`` is
     false, register it as ``Pyro.EventService``. When no name server answers, one is
     started in this process at ``ns_host``/``ns_port`` (default: Pyro5's NS_HOST/NS_PORT).
@@ -151,16 +143,19 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
     ``backbone``: URLs of an engine (NATS or Redis, see :mod:`eventservice.backbone`) that
     joins this service to the event space ``backbone_name`` of other services; the engine
     must answer within ``backbone_timeout`` seconds, before anything is served, or
-    :class:`~eventservice.backbone.BackboneError` is raised."""
+    :class:`~eventservice.backbone.BackboneError` is raised. ``backbone_key`` (default:
+    ``$EVENTSERVICE_BACKBONE_KEY``) signs this service's envelopes and makes it drop any
+    that are not signed with the same key."""
     settings = settings or Settings()
     link = None
     if backbone:
         from .backbone import open_backbone
-        link = open_backbone(backbone, backbone_name)  # fails at once: bad URL, missing extra
+        key = backbone_key or os.environ.get(BACKBONE_KEY_ENV) or None
+        link = open_backbone(backbone, backbone_name, key=key)  # fails at once: bad URL, missing extra
     configure_pyro(settings)
-    daemon = GuardedDaemon(host=host, port=port, ident=settings.ident,
+    daemon = GuardedDaemon(host=host, port=port, authority=Authority(settings.ident, settings.allow_clear_ident),
                            handshake_timeout=settings.handshake_timeout,
-                           max_message_size=settings.max_message_size)
+                           max_message_size=settings.max_message_size, max_connections=settings.max_connections)
     service = EventService(settings)
     try:
         if link is not None:
@@ -185,7 +180,7 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
                 claim_name(ns, uri, settings.ident, replace)
             finally:
                 ns._pyroRelease()
-            keeper = RegistrationKeeper(uri, ns_uri.host, ns_uri.port, register_interval)
+            keeper = RegistrationKeeper(uri, ns_uri.host, ns_uri.port, register_interval, passphrase=settings.ident)
             service.on_replaced = keeper.replaced_by
             keeper.start()
     except BaseException:

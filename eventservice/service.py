@@ -59,9 +59,11 @@ class EventService:
         self.stats_sections: Dict[str, Callable[[], Any]] = {}
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
-        self.index = SubscriptionIndex(self.settings.max_subscriptions)
-        self.presence = SubscriptionIndex(self.settings.max_subscriptions)  # es.presence.* only
-        self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id)
+        budgets = (self.settings.max_subscriptions, self.settings.max_pattern_cost, self.settings.max_filter_nodes)
+        self.index = SubscriptionIndex(*budgets)
+        self.presence = SubscriptionIndex(*budgets)  # es.presence.* only
+        self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id,
+                                     on_closed=self._mailbox_closed)
         self.responders = Responders(self.settings, self.dispatcher.where)
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
@@ -82,9 +84,10 @@ class EventService:
         return self._accept(self._checked_batch(events))
 
     def publishPacked(self, data: Any) -> int:
-        """Like :meth:`publishBatch`, with the list packed by :func:`eventservice.wire.pack`
-        (how ``Publisher(batch=True)`` sends)."""
-        return self._accept(self._checked_batch(wire.unpack(data)))
+        """Like :meth:`publishBatch`, with the pairs packed by
+        :func:`eventservice.wire.pack_publish` (how ``Publisher`` sends). ValueError or
+        TypeError for bytes that are not such a batch, before anything is published."""
+        return self._accept(self._checked_batch(wire.unpack_publish(data)))
 
     def _checked_batch(self, events: Any) -> List[Tuple[List[str], Any]]:
         if not isinstance(events, (list, tuple)):
@@ -203,7 +206,7 @@ class EventService:
         options = self._options(group, filter)
         key = self._key(subscriber)
         presence = [p for p in compiled if _is_presence_pattern(p)]
-        ordinary = [p for p in compiled if not _is_presence_pattern(p)]
+        ordinary = self.index.prepare(p for p in compiled if not _is_presence_pattern(p))  # costly: no lock held
         self._change(key, subscriber, lambda: (self.index.add_patterns(key, ordinary, options),
                                                self.presence.add_patterns(key, presence, options)))
 
@@ -259,6 +262,10 @@ class EventService:
         if not (holds or had):
             return None
         return SUBSCRIBER_CHANGED if had and holds else SUBSCRIBER_JOINED if holds else SUBSCRIBER_LEFT
+
+    def _mailbox_closed(self, key: str) -> None:
+        """The subscriber ``key`` went or unsubscribed everything: its request connections go too."""
+        self.responders.forget(key)
 
     def _holds(self, key: str) -> bool:
         return self.index.has(key) or self.presence.has(key)

@@ -1,43 +1,230 @@
-"""The packed form of event batches between eventservice's own parts.
+"""The forms events take between eventservice's own parts, and the checks on them.
 
-A batch travels as one ``bytes`` value holding ``marshal`` data: decoding it is one C call,
-where Pyro5 would otherwise walk every decoded value in Python to look for classes to
-recreate (the largest cost per event). Values marshal cannot carry make ``pack`` return
-None; the caller then sends the batch the ordinary way (as Pyro5 arguments, in serpent).
+Every byte string here may come from anyone who can reach a socket or an engine, so
+decoding is done by a well-kept library (msgpack) with its limits on: no length may claim
+more than the buffer holds, nesting is bounded, and nothing can run code. Python's
+``marshal`` is never used: it is not safe on untrusted input.
+
+The forms:
+
+- **delivery batch** (service -> the project's Subscriber, backbone -> service): events
+  ``(subject, msg, time)``; :func:`pack` / :func:`unpack`.
+- **publish batch** (the project's Publisher -> service): ``(subjects, msg)`` pairs;
+  :func:`pack_publish` / :func:`unpack_publish`.
+- **envelope** (one engine message of the backbone): origin, sequence number, a small dict
+  of metadata and a delivery batch, optionally signed with HMAC-SHA256;
+  :func:`pack_envelope` / :func:`unpack_envelope`.
+- **Event dict**: ``{"subject", "msg", "time"}``, what a client that never imported
+  eventservice receives (:func:`event_dict`).
+
+msgpack carries None, bool, int, float, str, bytes, list and dict; extension types carry
+tuples, sets, frozensets and integers beyond 64 bits, so a message arrives as the same
+Python value it was published as. A message holding anything else (an ``Event``, a
+``datetime``, a class registered with Pyro5) makes the packing functions return None; the
+caller then sends it the slower way, through Pyro5's serpent serializer.
 """
 
 from __future__ import annotations
 
-import marshal
+import hashlib
+import hmac
+import threading
+from itertools import chain
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import serpent
-from typing import Any, List, Optional
+import msgpack
 
-MARSHAL_VERSION = 4  # stable since Python 3.4
+Item = Tuple[str, Any, float]  # one event inside the service: (subject, msg, time)
+
+MAX_EXT_DEPTH = 32  # tuples/sets nested in tuples/sets, at most
+MAC_SIZE = 32  # bytes of an HMAC-SHA256
+_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET, _EXT_BIGINT = 1, 2, 3, 4
+_ENVELOPE = b"E3"  # format tag of an envelope
+_NO_MAC, _MAC = b"\x00", b"\x01"
+_BODY_MSGPACK, _BODY_SERPENT = b"m", b"s"
+_depth = threading.local()
 
 
-def pack(items: List[Any]) -> Optional[bytes]:
-    """``items`` as marshal bytes, or None if a value cannot be marshalled."""
+class WireError(ValueError):
+    """Bytes that are not a valid form of this module (malformed, forged, too deep)."""
+
+
+# -- the codec ----------------------------------------------------------------------------------
+def _default(obj: Any) -> Any:
+    t = type(obj)
+    if t is tuple:
+        return msgpack.ExtType(_EXT_TUPLE, _dumps(list(obj)))
+    if t is set:
+        return msgpack.ExtType(_EXT_SET, _dumps(list(obj)))
+    if t is frozenset:
+        return msgpack.ExtType(_EXT_FROZENSET, _dumps(list(obj)))
+    if t is int:  # beyond 64 bits
+        return msgpack.ExtType(_EXT_BIGINT, str(obj).encode("ascii"))
+    raise TypeError(f"not carried by the fast codec: {t.__name__}")
+
+
+def _dumps(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True, strict_types=True, default=_default)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    depth = getattr(_depth, "n", 0)
+    if depth >= MAX_EXT_DEPTH:
+        raise WireError(f"values nested deeper than {MAX_EXT_DEPTH} tuples or sets")
+    _depth.n = depth + 1
     try:
-        return marshal.dumps(items, MARSHAL_VERSION)
-    except (ValueError, TypeError):
+        if code == _EXT_BIGINT:
+            return int(data.decode("ascii"))  # Python bounds the digits (int_max_str_digits)
+        items = _loads(data)
+        if not isinstance(items, list):
+            raise WireError("a tuple or set must hold a list")
+        if code == _EXT_TUPLE:
+            return tuple(items)
+        if code == _EXT_SET:
+            return set(items)
+        if code == _EXT_FROZENSET:
+            return frozenset(items)
+    finally:
+        _depth.n = depth
+    raise WireError(f"unknown extension type {code}")
+
+
+def _loads(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
+
+
+def dumps(value: Any) -> Optional[bytes]:
+    """``value`` in the fast codec, or None when it holds something the codec cannot carry."""
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
-def unpack(data: Any) -> List[Any]:
-    """The list packed in ``data``; ValueError for anything else. Bytes that crossed
-    the wire in serpent arrive as serpent's dict form and are accepted too."""
-    if isinstance(data, dict):
-        try:
-            data = serpent.tobytes(data)
-        except (TypeError, ValueError, KeyError):
-            raise TypeError("packed events must be bytes") from None
+def loads(data: Any) -> Any:
+    """The value in ``data`` (bytes); :class:`WireError` for anything that does not decode."""
+    if isinstance(data, memoryview):
+        data = bytes(data)
     if not isinstance(data, (bytes, bytearray)):
-        raise TypeError(f"packed events must be bytes, not {type(data).__name__}")
+        raise TypeError(f"packed data must be bytes, not {type(data).__name__}")
     try:
-        items = marshal.loads(data)
-    except (ValueError, EOFError, TypeError) as exc:
-        raise ValueError(f"packed events are not valid: {exc}") from None
-    if not isinstance(items, list):
-        raise ValueError("packed events must hold a list")
+        return _loads(data)
+    except WireError:
+        raise
+    except Exception as exc:  # msgpack's errors, unhashable keys, bad digits, recursion
+        raise WireError(f"packed data is not valid: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+# -- delivery batches ---------------------------------------------------------------------------
+def pack(items: Sequence[Item]) -> Optional[bytes]:
+    """Events ``(subject, msg, time)`` as bytes, or None if a message cannot be packed."""
+    return dumps(list(chain.from_iterable(items)))
+
+
+def unpack(data: Any) -> List[Item]:
+    """The events packed in ``data``, checked: each a (str subject, msg, number time).
+    :class:`WireError` (a ValueError) or TypeError for anything else."""
+    flat = loads(data)
+    if type(flat) is not list or len(flat) % 3:
+        raise WireError("packed events must be a flat list of (subject, msg, time)")
+    it = iter(flat)
+    items = list(zip(it, it, it))
+    for subject, _msg, when in items:
+        if type(subject) is not str or type(when) not in (float, int):
+            raise WireError("each packed event must be (subject: str, msg, time: number)")
     return items
+
+
+# -- publish batches ----------------------------------------------------------------------------
+def pack_publish(pairs: Sequence[Tuple[Any, Any]]) -> Optional[bytes]:
+    """``(subjects, msg)`` pairs as bytes (subjects a str or a list of str), or None."""
+    return dumps(list(chain.from_iterable(pairs)))
+
+
+def unpack_publish(data: Any) -> List[Tuple[Any, Any]]:
+    """The ``(subjects, msg)`` pairs packed in ``data``; the subjects are left to the caller
+    to check. :class:`WireError` or TypeError for anything that is not such a list."""
+    flat = loads(data)
+    if type(flat) is not list or len(flat) % 2:
+        raise WireError("packed events must be a flat list of (subjects, message)")
+    it = iter(flat)
+    return list(zip(it, it))
+
+
+# -- backbone envelopes -------------------------------------------------------------------------
+def pack_envelope(origin: str, seq: int, items: Sequence[Item], key: Optional[bytes] = None,
+                  meta: Optional[Dict[str, Any]] = None) -> Optional[bytes]:
+    """One engine message: ``origin`` (the sending es), its ``seq``, ``meta`` (small plain
+    data) and the events; signed with HMAC-SHA256 when ``key`` is given. The body is msgpack,
+    or Pyro5's serpent form when a message needs it (an ``Event``, a ``datetime``...); None
+    when neither can carry it."""
+    envelope = [origin, seq, meta or {}, list(chain.from_iterable(items))]
+    body = dumps(envelope)
+    if body is not None:
+        body = _BODY_MSGPACK + body
+    else:
+        try:
+            body = _BODY_SERPENT + _serpent().dumps(envelope)
+        except Exception:
+            return None
+    if key is None:
+        return _ENVELOPE + _NO_MAC + body
+    return _ENVELOPE + _MAC + hmac.new(key, body, hashlib.sha256).digest() + body
+
+
+class ForgedError(WireError):
+    """An envelope without the right signature."""
+
+
+def unpack_envelope(data: Any, key: Optional[bytes] = None) -> Tuple[str, int, Dict[str, Any], List[Item]]:
+    """(origin, seq, meta, events) of an envelope. With ``key``, an envelope whose signature
+    is missing or wrong raises :class:`ForgedError` before anything is decoded; without a key,
+    signed envelopes are refused too (the sender has a key this receiver lacks). Anything
+    malformed raises :class:`WireError`."""
+    data = bytes(data)
+    if data[:2] != _ENVELOPE:
+        raise WireError("not an envelope")
+    flag = data[2:3]
+    if flag == _MAC:
+        if key is None:
+            raise ForgedError("a signed envelope, and this es has no --backbone-key")
+        mac, body = data[3:3 + MAC_SIZE], data[3 + MAC_SIZE:]
+        if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+            raise ForgedError("the envelope's signature is wrong")
+    elif flag == _NO_MAC:
+        if key is not None:
+            raise ForgedError("an unsigned envelope, and this es requires --backbone-key")
+        body = data[3:]
+    else:
+        raise WireError("not an envelope")
+    kind, body = body[:1], body[1:]
+    if kind == _BODY_MSGPACK:
+        envelope = loads(body)
+    elif kind == _BODY_SERPENT:
+        try:
+            envelope = _serpent().loads(body)
+        except Exception as exc:
+            raise WireError(f"envelope body is not valid: {type(exc).__name__}") from None
+    else:
+        raise WireError("not an envelope")
+    if type(envelope) not in (list, tuple) or len(envelope) != 4:
+        raise WireError("not an envelope")
+    origin, seq, meta, flat = envelope
+    if type(origin) is not str or type(seq) is not int or type(meta) is not dict \
+            or type(flat) not in (list, tuple) or len(flat) % 3:
+        raise WireError("not an envelope")
+    it = iter(flat)
+    return origin, seq, meta, list(zip(it, it, it))
+
+
+def _serpent() -> Any:
+    """Pyro5's serpent serializer (it recreates registered classes such as ``Event``)."""
+    from Pyro5.serializers import serializers
+    from . import event  # noqa: F401  registers Event with the serializers
+    return serializers["serpent"]
+
+
+# -- the Event dict form ------------------------------------------------------------------------
+def event_dict(subject: str, msg: Any, time: float) -> Dict[str, Any]:
+    """The plain form of an event, for clients that cannot decode an ``Event``."""
+    return {"subject": subject, "msg": msg, "time": time}

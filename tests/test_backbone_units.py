@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import marshal
 
+import msgpack
 import pytest
 
 from eventservice import Event
@@ -14,8 +15,8 @@ from eventservice.backbone import (MAX_EVENTS_PER_MESSAGE, BackboneError, check_
 pytest.importorskip("nats", reason="nats-py is not installed (pip install -e '.[test]')")
 
 
-def backbone(name: str = "space") -> object:
-    return open_backbone(["nats://127.0.0.1:4222"], name)
+def backbone(name: str = "space", key: "str | None" = None) -> object:
+    return open_backbone(["nats://127.0.0.1:4222"], name, key=key)
 
 
 @pytest.mark.parametrize("url,shown", [
@@ -67,11 +68,12 @@ def test_packing_keeps_order_and_batches_runs() -> None:
     assert out == items
 
 
-def test_serpent_only_for_events_marshal_cannot_carry() -> None:
+def test_serpent_only_for_events_msgpack_cannot_carry() -> None:
     bb, rx = backbone(), backbone()
     run = [("s", b"\x00", 1.0), ("s", Event("inner", 1, 2.0), 1.0), ("s", {"b": b"\x02", "t": (1, 2)}, 1.0)]
     messages = bb._pack([run])
-    assert [(payload[:2], n) for _, payload, n in messages] == [(b"M1", 1), (b"S1", 1), (b"M1", 1)]
+    # an unsigned envelope: b"E3", no signature, then the body's kind (msgpack or serpent)
+    assert [(payload[:4], n) for _, payload, n in messages] == [(b"E3\x00m", 1), (b"E3\x00s", 1), (b"E3\x00m", 1)]
     out = []
     for _, payload, _ in messages:
         out += rx._decode(payload)
@@ -88,20 +90,35 @@ def test_too_large_event_is_left_out() -> None:
 def test_checks_on_the_way_in() -> None:
     bb, rx = backbone(), backbone()
 
-    def envelope(origin: str, seq: int, items: list) -> bytes:
-        return b"M1" + marshal.dumps((origin, seq, items), 4)
-    assert rx._decode(b"garbage") is None and rx._decode(b"M1garbage") is None
-    assert rx._decode(b"M1" + marshal.dumps([1, 2, 3], 4)) is None
-    assert rx.invalid == 3
-    good = rx._decode(envelope("other", 1, [("ok", 1, 1.0), ["list", 2, 2], ("ES.Presence.x", 3, 1.0),
-                                            ("", 4, 1.0), ("t", 5, "now"), (1, 2, 3), ("short",)]))
-    assert good == [("ok", 1, 1.0), ("list", 2, 2)] and rx.invalid == 3 + 5
+    def envelope(origin: str, seq: int, flat: list) -> bytes:
+        return b"E3\x00m" + msgpack.packb([origin, seq, {}, flat])
+    assert rx._decode(b"garbage") is None and rx._decode(b"E3\x00mgarbage") is None
+    assert rx._decode(b"E3\x00m" + msgpack.packb([1, 2, 3])) is None
+    assert rx._decode(b"M1" + marshal.dumps(("other", 1, [("ok", 1, 1.0)]), 4)) is None  # never marshal
+    assert rx.invalid == 4
+    good = rx._decode(envelope("other", 1, ["ok", 1, 1.0, "list", 2, 2, "ES.Presence.x", 3, 1.0,
+                                            "", 4, 1.0, "t", 5, "now", 1, 2, 3]))
+    assert good == [("ok", 1, 1.0), ("list", 2, 2)] and rx.invalid == 4 + 4
+    assert rx._decode(envelope("other", 2, ["ok", 1, 1.0, "short"])) is None and rx.invalid == 4 + 4 + 1
     # a seq not above the last one from that origin is a duplicate; own messages are dropped
-    assert rx._decode(envelope("other", 1, [("ok", 1, 1.0)])) is None and rx.duplicates == 1
-    assert rx._decode(envelope("other", 5, [("ok", 1, 1.0)])) == [("ok", 1, 1.0)]
-    assert rx._decode(envelope("third", 1, [("ok", 1, 1.0)])) == [("ok", 1, 1.0)]
+    assert rx._decode(envelope("other", 1, ["ok", 1, 1.0])) is None and rx.duplicates == 1
+    assert rx._decode(envelope("other", 5, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
+    assert rx._decode(envelope("third", 1, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
     own = bb._pack([[("ok", 1, 1.0)]])[0][1]
     assert bb._decode(own) is None and rx._decode(own) == [("ok", 1, 1.0)]
+
+
+def test_with_a_key_only_envelopes_signed_with_it_are_taken() -> None:
+    signer, stranger = backbone(key="s3cret"), backbone()
+    checker, other_key = backbone(key="s3cret"), backbone(key="another")
+    signed = signer._pack([[("ok", 1, 1.0)]])[0][1]
+    unsigned = stranger._pack([[("ok", 2, 1.0)]])[0][1]
+    assert checker._decode(signed) == [("ok", 1, 1.0)]
+    assert checker._decode(unsigned) is None and checker.forged == 1
+    assert other_key._decode(signed) is None and other_key.forged == 1
+    assert stranger._decode(signed) is None and stranger.forged == 1  # a key it does not have
+    assert checker.invalid == other_key.invalid == 0
+    assert checker.stats()["forged"] == 1 and checker.stats()["signed"] is True
 
 
 def test_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

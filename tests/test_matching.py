@@ -231,3 +231,87 @@ def test_counts_follow_changes(index):
     assert index.counts() == {"subscribers": 2, "subject_subscriptions": 2, "pattern_subscriptions": 1}
     index.remove("b", ["z.*"])
     assert index.counts() == {"subscribers": 1, "subject_subscriptions": 2, "pattern_subscriptions": 0}
+
+
+# -- routing cost: paid by whoever causes it -------------------------------------------------
+
+class Counting:
+    """A pattern that counts its matches (the index uses source, literal_prefix, cost, match)."""
+
+    def __init__(self, source):
+        self._pattern = compile_pattern(source)
+        self.source, self.literal_prefix, self.cost = source, self._pattern.literal_prefix, self._pattern.cost
+        self.calls = []
+
+    def match(self, subject):
+        self.calls.append(subject)
+        return self._pattern.match(subject)
+
+
+def test_a_change_patches_the_cache_and_never_empties_it(index):
+    """Subscribing or unsubscribing somewhere never makes a cached subject fresh again: its
+    route is kept, or patched without matching any old pattern against it again."""
+    old = Counting(r"quotes\..*")
+    index.add_patterns("a", [old])
+    route = index.route("quotes.sun")
+    assert route.keys == {"a"} and old.calls == ["quotes.sun"]
+    index.add_subjects("b", ["weather"])  # another subject: the cached route is the same object
+    index.add_patterns("c", patterns(r"weather\..*"))  # a prefix that cannot match: not even tried
+    assert index.route("quotes.sun") is route
+    new = Counting(".*sun")  # could match anything: matched once, by the subscriber's call, against it
+    index.add_patterns("d", [new])
+    assert new.calls == ["quotes.sun"]
+    assert index.route("quotes.sun").keys == {"a", "d"}
+    index.remove("d", [".*sun"])
+    index.remove_subscriber("c")
+    assert index.route("quotes.sun").keys == {"a"}
+    assert old.calls == ["quotes.sun"] and new.calls == ["quotes.sun"]
+
+
+def test_a_fresh_subject_is_matched_only_against_patterns_its_prefix_allows(index):
+    here, there = Counting(r"here\..*"), Counting(r"there\..*")
+    index.add_patterns("a", [here, there])
+    assert index.route("here.x").keys == {"a"}
+    assert here.calls == ["here.x"] and there.calls == []
+
+
+def test_folded_letters_still_find_the_pattern(index):
+    """re's IGNORECASE matches 's' to U+017F and 'i' to U+0130/U+0131: the prefix index
+    must not lose those subjects."""
+    index.add_patterns("a", patterns("stock", "is"))
+    assert index.match("\u017ftock") == {"a"}
+    assert index.match("\u0131s") == {"a"} and index.match("\u0130s") == {"a"}
+
+
+def test_a_subject_cached_while_a_pattern_was_being_added_sees_it(index):
+    pattern = compile_pattern("late.*")
+    prepared = index.prepare([pattern])  # matched against the cache as it was
+    assert index.match("latecomer") == set()  # cached meanwhile, without the new pattern
+    index.add_patterns("a", prepared)
+    assert index.match("latecomer") == {"a"}
+
+
+def test_pattern_cost_budget_is_a_clear_error_and_changes_nothing():
+    costly = compile_pattern(".*.*x")
+    index = SubscriptionIndex(max_pattern_cost=costly.cost * 2)
+    index.add_patterns("a", [costly, compile_pattern(".*.*y")])
+    with pytest.raises(ValueError, match="--max-pattern-cost"):
+        index.add_patterns("a", patterns(".*.*z"))
+    assert index.subscriptions_of("a") == ([], [".*.*x", ".*.*y"])
+    index.add_patterns("b", patterns(".*.*z"))  # per subscriber
+    index.remove("a", [".*.*x"])
+    index.add_patterns("a", patterns(".*.*z"))  # what was given back may be used again
+    assert index.spent("a")[0] == costly.cost * 2
+
+
+def test_filter_nodes_budget_counts_every_subscription():
+    from eventservice.filters import compile_filter
+    from eventservice.matching import Options
+    three = ["and", ["==", "a", 1], ["==", "b", 2]]
+    index = SubscriptionIndex(max_filter_nodes=7)
+    index.add_subjects("a", ["x", "y"], Options(filter=compile_filter(three), spec=three))
+    with pytest.raises(ValueError, match="--max-filter-nodes"):
+        index.add_patterns("a", patterns("z"), Options(filter=compile_filter(three), spec=three))
+    assert index.spent("a") == (0, 6)
+    index.add_subjects("a", ["x"])  # no filter on x any more: its nodes come back
+    assert index.spent("a") == (0, 3)

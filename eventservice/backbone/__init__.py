@@ -14,14 +14,18 @@ blocks a publisher; while the engine is down, or when the buffer is full, events
 as failed at once. Events from the engine are decoded and handed to ``deliver`` by another
 thread ("es-backbone-in"), so a slow local subscriber never stalls the engine's connection.
 
-Wire format, one engine message: ``b"M1"`` + marshal of ``(origin, seq, items)``, or
-``b"S1"`` + Pyro5's serpent form of the same when marshal cannot carry a message (an
-``Event``, a proxy...). ``items`` is a list of ``(subject, msg, time)`` events in the order
-they were published, all on one subject (case-insensitive); ``origin`` is the id of the
-sending ``es``'s backbone, ``seq`` counts that origin's engine messages. A receiver drops its
-own messages, and any message whose ``seq`` is not above the last one it took from that
-origin: engines deliver one connection's messages in order, so that is exactly a duplicate
-(a message that matched two of its subscriptions while its interest changed).
+Wire format, one engine message: an envelope of :mod:`eventservice.wire` (msgpack, or
+serpent when a message needs it; never marshal) holding ``origin``, ``seq`` and ``items``, a
+list of ``(subject, msg, time)`` events in the order they were published, all on one subject
+(case-insensitive); ``origin`` is the id of the sending ``es``'s backbone, ``seq`` counts that
+origin's engine messages. With a key (``es --backbone-key``), envelopes are signed with
+HMAC-SHA256 and a receiver drops, and counts as ``forged``, any envelope without the right
+signature, before decoding it; without a key, anyone who can publish on the engine can
+publish into the event space. Undecodable messages are dropped and counted as ``invalid``.
+A receiver drops its own messages, and any message whose ``seq`` is not above the last one
+it took from that origin: engines deliver one connection's messages in order, so that is
+exactly a duplicate (a message that matched two of its subscriptions while its interest
+changed).
 
 Interest routing: an event on subject S travels on the engine subject
 ``<name>.ev.<h>`` (NATS) or channel ``<name>:ev:<h>`` (Redis), where ``h`` is a hash of
@@ -37,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import marshal
 import queue
 import re
 import threading
@@ -48,6 +51,7 @@ from operator import itemgetter
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
+from .. import wire
 from ..config import PRESENCE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -67,9 +71,6 @@ MAX_ROUTED_SUBJECTS = 10_000  # exact subjects subscribed one by one; more: take
 CLOSE_DEADLINE = 3.0  # seconds close() may take
 MAX_CACHED_SUBJECTS = 100_000  # subjects whose engine subject is remembered
 
-FORMAT_MARSHAL = b"M1"
-FORMAT_SERPENT = b"S1"
-MARSHAL_VERSION = 4
 
 Item = Tuple[str, Any, float]
 Deliver = Callable[[List[Item]], None]
@@ -121,11 +122,19 @@ def check_name(name: str) -> str:
     return name
 
 
-def open_backbone(urls: Sequence[str], name: str = DEFAULT_NAME, routing: bool = True) -> "Backbone":
+def backbone_key(secret: Optional[str]) -> Optional[bytes]:
+    """The HMAC key of ``es --backbone-key`` (None: envelopes are not signed)."""
+    if not secret:
+        return None
+    return hashlib.sha256(b"eventservice/backbone/1:" + secret.encode("utf-8")).digest()
+
+
+def open_backbone(urls: Sequence[str], name: str = DEFAULT_NAME, routing: bool = True,
+                  key: Optional[str] = None) -> "Backbone":
     """A :class:`Backbone` for ``urls`` (several NATS URLs are the seed servers of one
     cluster; Redis takes one URL) and the event space ``name``; not yet connected: call
     :meth:`Backbone.start`. ``routing=False`` makes it take every event of the space (for
-    measurements). Raises ValueError for bad URLs or names, and :class:`BackboneError`
+    measurements); ``key`` signs and checks envelopes. Raises ValueError for bad URLs or names, and :class:`BackboneError`
     naming the extra to install when the engine's client library is missing."""
     urls = split_urls(urls)
     if not urls:
@@ -154,7 +163,7 @@ def open_backbone(urls: Sequence[str], name: str = DEFAULT_NAME, routing: bool =
     except ImportError as exc:
         raise BackboneError(f"the {engine.upper() if engine == 'nats' else 'Redis'} backbone needs {library}, "
                             f"which cannot be imported ({exc}): pip install \"eventservice[{extra}]\"") from None
-    return cls(urls, name, routing)
+    return cls(urls, name, routing, key)
 
 
 def describe(exc: BaseException) -> str:
@@ -173,8 +182,9 @@ class Backbone:
     engine = "?"
     wildcard = "?"  # the engine subject that matches the whole space
 
-    def __init__(self, urls: Sequence[str], name: str, routing: bool = True) -> None:
+    def __init__(self, urls: Sequence[str], name: str, routing: bool = True, key: Optional[str] = None) -> None:
         self.urls = list(urls)
+        self._key = backbone_key(key)
         self.name = name
         self.routing = routing
         self.url = ",".join(mask_url(u) for u in self.urls)  # masked: the form that is shown
@@ -216,7 +226,8 @@ class Backbone:
         self.messages_received = 0
         self.duplicates = 0  # engine messages dropped as already taken
         self.inbound_dropped = 0  # engine messages dropped because local delivery lagged
-        self.invalid = 0  # engine messages that were not ours to decode
+        self.invalid = 0  # engine messages that could not be decoded
+        self.forged = 0  # engine messages without the right signature (with a key)
 
     # -- public ------------------------------------------------------------------------------
     def start(self, deliver: Deliver, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -280,6 +291,7 @@ class Backbone:
             "failed": failed, "reconnects": self.reconnects, "outages": self.outages, "pending": pending,
             "messages_sent": self.messages_sent, "messages_received": self.messages_received,
             "duplicates": self.duplicates, "inbound_dropped": self.inbound_dropped, "invalid": self.invalid,
+            "forged": self.forged, "signed": self._key is not None,
             "routing": self.routing, "whole_space": self._whole_space(exact, patterns),
             "routed_subjects": 0 if self._whole_space(exact, patterns) else len(exact),
             "last_error": self.last_error,
@@ -471,7 +483,7 @@ class Backbone:
         self._seq += 1
         payload = self._encode(self._seq, run, alone=len(run) == 1)
         if payload is None and len(run) > 1:
-            # marshal cannot carry some message here: only events whose own message it cannot
+            # msgpack cannot carry some message here: only events whose own message it cannot
             # carry travel in serpent (which turns bytes into dicts, as Pyro5 does)
             half = len(run) // 2
             self._pack_run(channel, run[:half], out)
@@ -496,17 +508,11 @@ class Backbone:
                         self.url, run[0][0], why)
 
     def _encode(self, seq: int, run: List[Item], alone: bool = True) -> Optional[bytes]:
-        """The engine message for ``run``: marshal, else (for one event ``alone``) serpent;
+        """The engine message for ``run``: msgpack, else (for one event ``alone``) serpent;
         None when neither can."""
-        try:
-            return FORMAT_MARSHAL + marshal.dumps((self.origin, seq, run), MARSHAL_VERSION)
-        except (ValueError, TypeError):
-            if not alone:
-                return None
-        try:
-            return FORMAT_SERPENT + _serpent().dumps((self.origin, seq, run))
-        except Exception:
+        if not alone and wire.pack(run) is None:
             return None
+        return wire.pack_envelope(self.origin, seq, run, self._key)
 
     def _max_payload(self) -> int:
         return 1024 * 1024
@@ -550,17 +556,13 @@ class Backbone:
             log.debug("backbone %s: local delivery failed: %s", self.url, exc)
 
     def _decode(self, data: bytes) -> Optional[List[Item]]:
-        kind = bytes(data[:2])
         try:
-            if kind == FORMAT_MARSHAL:
-                envelope = marshal.loads(data[2:])
-            elif kind == FORMAT_SERPENT:
-                envelope = _serpent().loads(bytes(data[2:]))
-            else:
-                raise ValueError("unknown format")
-            origin, seq, items = envelope
-            if type(origin) is not str or type(seq) is not int or type(items) is not list:
-                raise ValueError("not an envelope")
+            origin, seq, _meta, items = wire.unpack_envelope(data, self._key)
+        except wire.ForgedError as exc:
+            self.forged += 1
+            if self.forged == 1 or self.forged % 1000 == 0:
+                log.warning("backbone %s: dropped %d forged message(s): %s", self.url, self.forged, exc)
+            return None
         except Exception:
             self.invalid += 1
             return None
@@ -663,15 +665,3 @@ def _secrets_of(urls: Sequence[str]) -> List[str]:
         elif parts.username and parts.scheme.lower() in NATS_SCHEMES:
             secrets.update((parts.username, unquote(parts.username)))
     return sorted((s for s in secrets if s), key=len, reverse=True)
-
-
-_SERPENT: Any = None
-
-
-def _serpent() -> Any:
-    global _SERPENT
-    if _SERPENT is None:
-        from Pyro5.serializers import serializers
-        from .. import event  # noqa: F401  registers Event with the serializers
-        _SERPENT = serializers["serpent"]
-    return _SERPENT

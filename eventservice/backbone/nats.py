@@ -59,8 +59,8 @@ class _Client(Client):
 class NatsBackbone(Backbone):
     engine = "nats"
 
-    def __init__(self, urls: List[str], name: str, routing: bool = True) -> None:
-        super().__init__(urls, name, routing)
+    def __init__(self, urls: List[str], name: str, routing: bool = True, key: Optional[str] = None) -> None:
+        super().__init__(urls, name, routing, key)
         self.wildcard = f"{name}.ev.>"
         self._nc: Optional[_Client] = None
         self._subs: Dict[str, Any] = {}  # engine subject -> nats Subscription

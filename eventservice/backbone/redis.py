@@ -32,8 +32,8 @@ READ_WAIT = 0.25  # seconds the reader waits for a message before it looks at th
 class RedisBackbone(Backbone):
     engine = "redis"
 
-    def __init__(self, urls: List[str], name: str, routing: bool = True) -> None:
-        super().__init__(urls, name, routing)
+    def __init__(self, urls: List[str], name: str, routing: bool = True, key: Optional[str] = None) -> None:
+        super().__init__(urls, name, routing, key)
         self.wildcard = f"{name}:ev:*"
         self._client: Any = None
         self._pubsub: Any = None

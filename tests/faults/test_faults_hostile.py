@@ -24,9 +24,12 @@ HANDSHAKE_TIMEOUT = 5.0  # es default: a connection must say hello within this
 PROMPT = 1.0  # seconds a call of another client may take meanwhile
 
 
-def pyro_header(msgtype: int = protocol.MSG_CONNECT, data_size: int = 0, version: int = protocol.PROTOCOL_VERSION) -> bytes:
-    """A Pyro5 wire header announcing ``data_size`` bytes of payload."""
-    return struct.pack("!4sHBBHHII16sHH", b"PYRO", version, msgtype, 2, 0, 0, data_size, 0, b"\0" * 16, 0, 0x4DC5)
+def pyro_header(msgtype: int = protocol.MSG_CONNECT, data_size: int = 0, version: int = protocol.PROTOCOL_VERSION,
+                serializer_id: int = 1) -> bytes:
+    """A Pyro5 wire header announcing ``data_size`` bytes of payload (serpent by default:
+    marshal, id 2, is refused before any size is looked at)."""
+    return struct.pack("!4sHBBHHII16sHH", b"PYRO", version, msgtype, serializer_id, 0, 0, data_size, 0,
+                       b"\0" * 16, 0, 0x4DC5)
 
 
 class Prober(threading.Thread):

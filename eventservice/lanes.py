@@ -1,0 +1,205 @@
+"""The threads that call subscribers: a fast lane, a slow lane and a watchdog between them.
+
+Delivery calls are blocking Pyro5 calls. A subscriber that takes seconds per call must not
+hold the threads every other subscriber needs, so:
+
+- ``threads`` **fast senders** serve the line of ready subscribers in turn;
+- a **watchdog** looks at them every :data:`TICK` seconds while any call is under way. A
+  call that has taken longer than ``threshold`` seconds is *detached*: its subscriber is
+  marked slow, and a new fast sender takes the detached one's place at once, so the fast
+  lane never has fewer than ``threads`` senders for long;
+- **slow senders** (at most ``slow_threads``, started when needed, ending after
+  :data:`SLOW_IDLE_EXIT` idle seconds) serve the subscribers marked slow, so all the slow ones
+  together hold at most that many threads. A slow subscriber whose calls are quick
+  again for :data:`QUICK_CALLS_TO_RETURN` calls goes back to the fast lane.
+
+A detached sender, its call done, goes back to the fast lane if it is short of threads, else
+to the slow lane if that has room, else ends. Threads in all: at most ``threads`` +
+``slow_threads`` + :data:`MAX_DETACHED`.
+
+The served objects need the attributes ``slow`` (bool) and ``key``; ``serve(obj)`` is
+called with one at a time and must not raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+log = logging.getLogger(__name__)
+
+TICK = 0.01  # seconds between the watchdog's looks while calls are under way
+DEFAULT_THRESHOLD = 0.025  # seconds a call may take before its subscriber counts as slow
+QUICK_CALLS_TO_RETURN = 3  # quick calls in a row that bring a slow subscriber back to the fast lane
+MAX_DETACHED = 64  # detached calls under way at once, at most
+SLOW_IDLE_EXIT = 5.0  # seconds a slow sender waits for work before it ends
+
+
+_IDLE = object()
+
+
+class _Sender:
+    __slots__ = ("lane", "busy_since", "current", "detached", "thread")
+
+    def __init__(self, lane: str) -> None:
+        self.lane = lane
+        self.busy_since = 0.0
+        self.current: Any = None
+        self.detached = False
+        self.thread: Optional[threading.Thread] = None
+
+
+class Lanes:
+    """Fast and slow senders serving ``serve(obj)`` (see the module)."""
+
+    def __init__(self, serve: Callable[[Any], None], threads: int, slow_threads: int,
+                 threshold: float = DEFAULT_THRESHOLD, name: str = "es-sender") -> None:
+        self.serve = serve
+        self.threads = threads
+        self.slow_threads = slow_threads
+        self.threshold = threshold
+        self.name = name
+        self._fast_line: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._slow_line: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._fast: List[_Sender] = []
+        self._slow: List[_Sender] = []
+        self._detached = 0
+        self._slow_idle = 0  # slow senders waiting for work
+        self._in_flight = 0  # fast senders in a call
+        self._calls = threading.Event()  # set while _in_flight > 0
+        self._stopping = False
+        self.detaches = 0  # calls detached so far
+        with self._lock:
+            for _ in range(threads):
+                self._start("fast")
+        self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
+        self._watchdog.start()
+
+    # -- public ----------------------------------------------------------------------------
+    def schedule(self, obj: Any) -> None:
+        """Put ``obj`` in the line of its lane (``obj.slow`` says which)."""
+        if obj.slow:
+            self._slow_line.put(obj)
+            with self._lock:
+                if self._slow_idle == 0 and len(self._slow) < self.slow_threads and not self._stopping:
+                    self._start("slow")
+        else:
+            self._fast_line.put(obj)
+
+    def counts(self) -> "dict[str, int]":
+        """Threads of each kind now."""
+        with self._lock:
+            return {"fast": len(self._fast), "slow": len(self._slow), "detached": self._detached,
+                    "detaches": self.detaches}
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every sender (queued objects are not served)."""
+        with self._lock:
+            self._stopping = True
+            senders = self._fast + self._slow
+        for _ in range(len(senders) + self._detached + 1):
+            self._fast_line.put(None)
+            self._slow_line.put(None)
+        self._calls.set()
+        deadline = time.monotonic() + timeout
+        for sender in senders:
+            if sender.thread is not None and sender.thread is not threading.current_thread():
+                sender.thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- senders ---------------------------------------------------------------------------
+    def _start(self, lane: str) -> _Sender:
+        """A new sender in ``lane`` (lock held)."""
+        sender = _Sender(lane)
+        (self._fast if lane == "fast" else self._slow).append(sender)
+        sender.thread = threading.Thread(target=self._run, args=(sender,), name=f"{self.name}-{lane}", daemon=True)
+        sender.thread.start()
+        return sender
+
+    def _run(self, sender: _Sender) -> None:
+        while True:
+            if sender.lane == "fast":
+                obj = self._fast_line.get()
+            else:
+                with self._lock:
+                    self._slow_idle += 1
+                try:
+                    obj = self._slow_line.get(timeout=SLOW_IDLE_EXIT)
+                except queue.Empty:
+                    obj = _IDLE
+                finally:
+                    with self._lock:
+                        self._slow_idle -= 1
+                if obj is _IDLE:
+                    with self._lock:
+                        if self._slow_line.empty() or self._stopping:
+                            self._slow.remove(sender)  # no slow subscriber needs it: a thread less
+                            return
+                    continue
+            if obj is None:
+                return
+            if sender.lane == "fast":
+                with self._lock:
+                    sender.current, sender.busy_since = obj, time.monotonic()
+                    self._in_flight += 1
+                    self._calls.set()
+            try:
+                self.serve(obj)
+            except Exception:  # serve() must not raise; a bug here must not kill the sender
+                log.exception("serving %s failed unexpectedly", getattr(obj, "key", obj))
+            if sender.lane == "fast" and not self._after_fast_call(sender):
+                return
+
+    def _after_fast_call(self, sender: _Sender) -> bool:
+        """Bookkeeping after a fast sender's call; False if the sender is to end."""
+        with self._lock:
+            sender.current, sender.busy_since = None, 0.0
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._calls.clear()
+            if not sender.detached:
+                return True
+            self._detached -= 1
+            sender.detached = False
+            if self._stopping:
+                return False
+            if len(self._fast) < self.threads:
+                self._fast.append(sender)
+                return True
+            if len(self._slow) < self.slow_threads:
+                sender.lane = "slow"
+                self._slow.append(sender)
+                return True
+            return False
+
+    # -- the watchdog ----------------------------------------------------------------------
+    def _watch(self) -> None:
+        while True:
+            self._calls.wait()
+            if self._stopping:
+                return
+            time.sleep(TICK)
+            now = time.monotonic()
+            with self._lock:
+                for sender in list(self._fast):
+                    if sender.busy_since and now - sender.busy_since > self.threshold \
+                            and self._detached < MAX_DETACHED:
+                        self._detach(sender)
+
+    def _detach(self, sender: _Sender) -> None:
+        """Take ``sender`` (lock held) out of the fast lane for the rest of its call, mark
+        what it serves slow, and start a sender in its place."""
+        sender.detached = True
+        self._fast.remove(sender)
+        self._detached += 1
+        self.detaches += 1
+        obj = sender.current
+        if obj is not None and not obj.slow:
+            obj.slow = True
+            log.warning("subscriber %s is slow (a call took more than %.0f ms): served by the slow lane",
+                        getattr(obj, "key", obj), self.threshold * 1000)
+        if not self._stopping:
+            self._start("fast")
