@@ -113,16 +113,16 @@ CLIENTS = ["es publish", "es request", "es stats", "es listen", "Publisher", "Su
 
 def run_client(cluster: Any, client: str) -> str:
     """Run one of the project's clients with the passphrase against whatever the name
-    server gives; returns how it ended ("ok", or the error), within 20 s at most."""
+    server gives; returns how it ended ("ok", or the error), within 12 s at most."""
     if client.startswith("es "):
         args = {"es publish": ["publish", "hijack.subject", "hello"], "es request": ["request", "hijack.subject"],
                 "es stats": ["stats"], "es listen": ["listen", "hijack.subject", "-c", "1"]}[client]
         proc = cluster.spawn([sys.executable, "-m", "eventservice.cli", *args, "-i", SECRET], client)
         try:
-            code = proc.proc.wait(20)
+            code = proc.proc.wait(12)
         except Exception:
             proc.kill()
-            return "still running after 20 s (it took the impostor for the service)"
+            return "still running after 12 s (it took the impostor for the service)"
         proc.kill()
         return "ok" if code == 0 else f"exit {code}: {' '.join(proc.stderr)[-300:]}"
     try:

@@ -150,7 +150,7 @@ class Churn(threading.Thread):
 
 
 def victim_publishes(uri: str, recorder: Any, count: int = 60, rate: float = 20.0,
-                     limit: float = 15.0) -> Tuple[List[float], int]:
+                     limit: float = 6.0) -> Tuple[List[float], int]:
     """Another client publishes ``count`` events on its own subject at ``rate``/s (for
     ``limit`` s at most; a call that does not return counts as the time it took until then);
     returns (seconds per publish call, how many its subscriber received within 10 s after)."""
