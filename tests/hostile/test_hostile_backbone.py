@@ -76,11 +76,13 @@ def backbone(es: Any) -> Dict[str, Any]:
         return p.stats()["backbone"]
 
 
-def start(cluster: Any, url: str, *more: str) -> List[Any]:
-    """Two es joined by the NATS backbone at ``url``, and ``es listen SUBJECT`` on the first;
-    returns [es A, es B, listener] once A receives on SUBJECT from the engine."""
-    es_a = cluster.es("-N", "--heartbeat", "0", "--backbone", url, *more)
-    es_b = cluster.es("-N", "--heartbeat", "0", "--backbone", url, *more)
+def start(cluster: Any, url: str, key: Any = None) -> List[Any]:
+    """Two es joined by the NATS backbone at ``url`` (with ``key``: es A given it by
+    --backbone-key, es B by EVENTSERVICE_BACKBONE_KEY), and ``es listen SUBJECT`` on es A;
+    returns [es A, es B, listener]."""
+    es_a = cluster.es("-N", "--heartbeat", "0", "--backbone", url, *(("--backbone-key", key) if key else ()))
+    es_b = cluster.es("-N", "--heartbeat", "0", "--backbone", url,
+                      env={"EVENTSERVICE_BACKBONE_KEY": key} if key else None)
     listener = cluster.es("listen", SUBJECT, "--esuri", es_a.uri, wait=False)
     listener.wait_line("listening on", 20, stream="stderr")
     return [es_a, es_b, listener]
@@ -102,7 +104,8 @@ def genuine_arrives(es_a: Any, es_b: Any, listener: Any, text: str) -> None:
 @needs_nats
 @pytest.mark.timeout(90)
 def test_keyed_backbone_drops_forged_and_malformed_envelopes(cluster):
-    """Finding 7: two es share a NATS backbone and a key (``--backbone-key``); ``es listen``
+    """Finding 7: two es share a NATS backbone and a key (es A: ``--backbone-key``, es B:
+    EVENTSERVICE_BACKBONE_KEY); ``es listen``
     is subscribed on es A. A plain NATS client publishes on the engine subject es A
     subscribes to: the marshal crash bytes (alone and behind today's ``M1`` tag), garbage,
     an empty message, and two envelopes built by
@@ -112,7 +115,7 @@ def test_keyed_backbone_drops_forged_and_malformed_envelopes(cluster):
     MAC) and ``forged + invalid`` counts every injected message; a genuine event published
     at es B (same key) still arrives at ``es listen``."""
     node = NatsCluster(cluster, 1).nodes[0]
-    es_a, es_b, listener = start(cluster, node.url, "--backbone-key", KEY)
+    es_a, es_b, listener = start(cluster, node.url, KEY)
     from eventservice import wire
     pack_envelope = getattr(wire, "pack_envelope", None)
     assert pack_envelope is not None, "eventservice.wire.pack_envelope does not exist"

@@ -37,7 +37,12 @@ def match_all_pattern(n: int) -> str:
     return f"(?:q{n})?"
 
 
-FILTER_256 = ["or"] + [["==", f"absent{j}", j] for j in range(255)]
+def filter_256(n: int = 0) -> list:
+    """256 nodes; ``n`` makes filters that differ (so none can be counted once for many)."""
+    return ["or"] + [["==", f"absent{j}", n] for j in range(255)]
+
+
+FILTER_256 = filter_256()
 
 
 @Pyro5.api.expose
@@ -193,14 +198,16 @@ def test_budget_options_refuse_and_change_nothing(cluster, callbacks, kind):
     option, value = ("--max-pattern-cost", "100") if kind == "pattern" else ("--max-filter-nodes", "1000")
     es = cluster.es(option, value)
     callback = callbacks.proxy()
-    extra: Tuple[Any, ...] = () if kind == "pattern" else (None, FILTER_256)
     names = [costly_pattern(n) for n in range(4000)] if kind == "pattern" else [match_all_pattern(n) for n in range(10)]
+
+    def extra(n: int) -> Tuple[Any, ...]:
+        return () if kind == "pattern" else (None, filter_256(n))
     with proxy(es.uri, timeout=60) as service:
         accepted = 0
         refusal: Optional[str] = None
-        for name in names:
+        for n, name in enumerate(names):
             try:
-                service.subscribeMatch([name], callback, *extra)
+                service.subscribeMatch([name], callback, *extra(n))
                 accepted += 1
             except ValueError as exc:
                 refusal = str(exc)
@@ -210,7 +217,7 @@ def test_budget_options_refuse_and_change_nothing(cluster, callbacks, kind):
                          refusal, re.IGNORECASE), f"the refusal does not name the limit: {refusal!r}"
         before = service.stats()
         with pytest.raises(ValueError):
-            service.subscribeMatch(["harmless.new.pattern", names[accepted]], callback, *extra)
+            service.subscribeMatch(["harmless.new.pattern", names[accepted]], callback, *extra(accepted))
         after = service.stats()
         for key in ("subscribers", "subject_subscriptions", "pattern_subscriptions"):
             assert after[key] == before[key], f"a refused subscription changed {key}: {before[key]} -> {after[key]}"
