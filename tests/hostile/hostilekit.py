@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import marshal
-import os
 import resource
 import socket
 import struct
@@ -19,7 +18,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import psutil
 import Pyro5.api

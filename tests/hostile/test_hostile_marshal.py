@@ -8,7 +8,7 @@ and by the name server ``es`` embeds, and they all keep serving others."""
 from __future__ import annotations
 
 import marshal
-import os
+import sys
 import time
 
 import pytest
@@ -16,7 +16,7 @@ import Pyro5.api
 from Pyro5 import protocol
 
 from conftest import HOST, wait_for
-from hostilekit import (HANDSHAKE_TIMEOUT, assert_alive, MARSHAL_CRASH, MARSHAL_ID, SERPENT_ID, Watch, crashes_bare_interpreter,
+from hostilekit import (HANDSHAKE_TIMEOUT, assert_alive, MARSHAL_CRASH, MARSHAL_ID, Watch, crashes_bare_interpreter,
                         find_marshal_crash, handshake, listening_port, port_of, proxy, pyro_message, raw_connect,
                         read_reply, refused_or_closed, send_quietly, served)
 
@@ -28,7 +28,7 @@ def test_crash_bytes_still_kill_a_bare_interpreter():
     signal_number = crashes_bare_interpreter(MARSHAL_CRASH)
     if signal_number is None:
         found = find_marshal_crash()
-        pytest.skip(f"this Python ({os.sys.version.split()[0]}) survives marshal.loads(MARSHAL_CRASH)"
+        pytest.skip(f"this Python ({sys.version.split()[0]}) survives marshal.loads(MARSHAL_CRASH)"
                     + (f"; another candidate still crashes it: {found.hex()}" if found else ""))
     assert signal_number in (11, 7, 6), f"died by signal {signal_number}"
 

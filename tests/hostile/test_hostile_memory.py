@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 import pytest
 from Pyro5 import protocol

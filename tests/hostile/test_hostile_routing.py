@@ -11,7 +11,7 @@ import random
 import re
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import pytest
 import Pyro5.api
