@@ -426,3 +426,15 @@ def assert_alive(proc: Proc, what: str = "es") -> None:
         pass
     how = f"killed by signal {-code}" if isinstance(code, int) and code < 0 else f"exit status {code}"
     raise AssertionError(f"{what} died ({how}):\n{proc.output()[-3000:]}")
+
+
+def quiesce(threads: Iterable[threading.Thread], timeout: float = 15.0) -> None:
+    """Join this process's background client threads (``timeout`` s in all) before a test
+    may fail. CPython 3.11's ast.parse is not safe against another thread running ast at
+    the same time ("SystemError: AST constructor recursion depth mismatch"): pytest parses
+    source with it to report a failure while serpent (Pyro5) decodes replies with
+    ast.literal_eval in the threads still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        if thread.ident is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))

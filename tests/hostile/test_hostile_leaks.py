@@ -17,7 +17,7 @@ import Pyro5.api
 from eventservice import Publisher
 
 from conftest import HOST, wait_for
-from hostilekit import Watch, assert_alive, mb, proxy
+from hostilekit import quiesce, Watch, assert_alive, mb, proxy
 
 MARGIN = 5  # sockets or threads
 
@@ -168,6 +168,7 @@ def test_silent_responders_do_not_delay_other_requests(es, daemon):
         assert_alive(es)
     finally:
         release.set()
+        quiesce(waiters)
 
 
 @pytest.mark.timeout(180)

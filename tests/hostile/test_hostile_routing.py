@@ -17,7 +17,7 @@ import pytest
 import Pyro5.api
 
 from conftest import HOST, wait_for
-from hostilekit import assert_alive, ms, percentile, proxy
+from hostilekit import quiesce, assert_alive, ms, percentile, proxy
 
 P99_LIMIT = 0.050
 
@@ -241,6 +241,7 @@ def _attack(es: Any, make_subscriber: Any, callbacks: Any, names: List[str], ext
         took, received = victim_publishes(es.uri, victim.recorder)
     finally:
         churn.stop()
+        quiesce([churn, *churn.threads])
     p99 = percentile(took, 99)
     report = (f"attacker: {accepted} accepted, {refused} refused of {len(names)} (in {subscribing:.1f}s), "
               f"{churn.changes} changes, {churn.fresh} fresh-subject publishes; victim publish p50 "
