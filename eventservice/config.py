@@ -36,7 +36,7 @@ DEFAULT_RECONNECT_CHECK = 2.0  # seconds between a Subscriber's checks of its se
 
 DEFAULT_SLOW_THREADS = 8  # threads serving slow subscribers, all of them together
 DEFAULT_SLOW_POLICY = "drop"  # a slow subscriber's full queue drops events ("drop") or removes it ("remove")
-DEFAULT_MAX_PATTERN_COST = 20_000_000  # matching work of one subscriber's patterns (see patterns.Pattern.cost)
+DEFAULT_MAX_PATTERN_COST = 100_000_000  # matching work of one subscriber's patterns (see patterns.Pattern.cost)
 DEFAULT_MAX_FILTER_NODES = 4_096  # filter conditions of one subscriber, all its subscriptions together
 BACKBONE_KEY_ENV = "EVENTSERVICE_BACKBONE_KEY"  # the key that signs backbone envelopes
 

@@ -3,7 +3,11 @@
 Delivery calls are blocking Pyro5 calls. A subscriber that takes seconds per call must not
 hold the threads every other subscriber needs, so:
 
-- ``threads`` **fast senders** serve the line of ready subscribers in turn;
+- ``threads`` **fast senders** serve the line of ready subscribers in turn. When all of them
+  have been in a call for :data:`GROW_AFTER` seconds and subscribers wait in the line, the
+  lane grows by as many senders as wait (up to :data:`MAX_FAST` senders), so that a crowd of subscribers not yet known to be
+  slow cannot keep the others waiting while they are found out; senders beyond ``threads``
+  end after :data:`FAST_IDLE_EXIT` idle seconds;
 - a **watchdog** looks at them every :data:`TICK` seconds while any call is under way. A
   call that has taken longer than ``threshold`` seconds is *detached*: its subscriber is
   marked slow, and a new fast sender takes the detached one's place at once, so the fast
@@ -14,7 +18,7 @@ hold the threads every other subscriber needs, so:
   again for :data:`QUICK_CALLS_TO_RETURN` calls goes back to the fast lane.
 
 A detached sender, its call done, goes back to the fast lane if it is short of threads, else
-to the slow lane if that has room, else ends. Threads in all: at most ``threads`` +
+to the slow lane if that has room, else ends. Threads in all: at most :data:`MAX_FAST` +
 ``slow_threads`` + :data:`MAX_DETACHED`.
 
 The served objects need the attributes ``slow`` (bool) and ``key``; ``serve(obj)`` is
@@ -31,8 +35,11 @@ from typing import Any, Callable, List, Optional
 
 log = logging.getLogger(__name__)
 
-TICK = 0.01  # seconds between the watchdog's looks while calls are under way
-DEFAULT_THRESHOLD = 0.025  # seconds a call may take before its subscriber counts as slow
+TICK = 0.005  # seconds between the watchdog's looks while calls are under way
+DEFAULT_THRESHOLD = 0.02  # seconds a call may take before its subscriber counts as slow
+GROW_AFTER = 0.005  # seconds every fast sender must have been busy before the lane grows
+MAX_FAST = 64  # fast senders at most, while the lane has grown
+FAST_IDLE_EXIT = 2.0  # seconds a fast sender beyond ``threads`` waits for work before it ends
 QUICK_CALLS_TO_RETURN = 3  # quick calls in a row that bring a slow subscriber back to the fast lane
 MAX_DETACHED = 64  # detached calls under way at once, at most
 SLOW_IDLE_EXIT = 5.0  # seconds a slow sender waits for work before it ends
@@ -122,7 +129,14 @@ class Lanes:
     def _run(self, sender: _Sender) -> None:
         while True:
             if sender.lane == "fast":
-                obj = self._fast_line.get()
+                try:
+                    obj = self._fast_line.get(timeout=FAST_IDLE_EXIT)
+                except queue.Empty:
+                    with self._lock:
+                        if len(self._fast) > self.threads and sender in self._fast:
+                            self._fast.remove(sender)  # the lane shrinks back
+                            return
+                    continue
             else:
                 with self._lock:
                     self._slow_idle += 1
@@ -188,6 +202,16 @@ class Lanes:
                     if sender.busy_since and now - sender.busy_since > self.threshold \
                             and self._detached < MAX_DETACHED:
                         self._detach(sender)
+                self._grow(now)
+
+    def _grow(self, now: float) -> None:
+        """Grow the fast lane (lock held) by a sender per waiting subscriber when all its
+        senders have been busy a while."""
+        if self._stopping or self._fast_line.empty() or len(self._fast) >= MAX_FAST:
+            return
+        if all(sender.busy_since and now - sender.busy_since > GROW_AFTER for sender in self._fast):
+            for _ in range(min(self._fast_line.qsize(), MAX_FAST - len(self._fast))):
+                self._start("fast")
 
     def _detach(self, sender: _Sender) -> None:
         """Take ``sender`` (lock held) out of the fast lane for the rest of its call, mark

@@ -131,22 +131,44 @@ class _Cached:
 
 
 class _View:
-    """The patterns by literal prefix, immutable: read by matching without the lock."""
+    """The patterns by literal prefix, read by matching without the lock: changed in place
+    (under the index lock) by replacing whole tuples, which a reader sees whole or not at all."""
 
-    __slots__ = ("by_prefix", "lengths")
+    __slots__ = ("by_prefix", "lengths", "_count")
 
-    def __init__(self, by_prefix: Dict[str, Tuple[Tuple[str, Pattern], ...]]) -> None:
-        self.by_prefix = by_prefix
-        self.lengths = tuple(sorted({len(prefix) for prefix in by_prefix}))
+    def __init__(self) -> None:
+        self.by_prefix: Dict[str, Tuple[Tuple[str, Pattern], ...]] = {}
+        self.lengths: Tuple[int, ...] = ()  # the lengths of the prefixes in use, ascending
+        self._count: Dict[int, int] = {}
+
+    def add(self, source: str, pattern: Pattern) -> None:
+        prefix = pattern.literal_prefix
+        self.by_prefix[prefix] = self.by_prefix.get(prefix, ()) + ((source, pattern),)
+        self._count[len(prefix)] = self._count.get(len(prefix), 0) + 1
+        if self._count[len(prefix)] == 1:
+            self.lengths = tuple(sorted(self._count))
+
+    def remove(self, source: str, pattern: Pattern) -> None:
+        prefix = pattern.literal_prefix
+        left = tuple(item for item in self.by_prefix.get(prefix, ()) if item[0] != source)
+        if left:
+            self.by_prefix[prefix] = left
+        else:
+            self.by_prefix.pop(prefix, None)
+        self._count[len(prefix)] -= 1
+        if not self._count[len(prefix)]:
+            del self._count[len(prefix)]
+            self.lengths = tuple(sorted(self._count))
 
     def matches(self, subject: str) -> Set[str]:
         """The sources of the patterns that match ``subject``."""
         found: Set[str] = set()
-        if not self.by_prefix:
+        lengths = self.lengths
+        if not lengths:
             return found
         lowered = fold(subject)
         get = self.by_prefix.get
-        for length in self.lengths:
+        for length in lengths:
             if length > len(lowered):
                 break
             for source, pattern in get(lowered[:length], ()):
@@ -185,7 +207,7 @@ class SubscriptionIndex:
         self._subjects_of: Dict[Hashable, Set[str]] = {}  # key -> casefolded subjects
         self._patterns_of: Dict[Hashable, Set[str]] = {}  # key -> pattern sources
         self._spent: Dict[Hashable, List[int]] = {}  # key -> [pattern cost, filter nodes]
-        self._view = _View({})
+        self._view = _View()
         self._pattern_gen = 0  # changes of the pattern set
         self._cache: Dict[str, _Cached] = {}
         self._spellings: Dict[str, Set[str]] = {}  # casefolded -> cached spellings
@@ -237,13 +259,13 @@ class SubscriptionIndex:
                 entry = self._patterns.get(pattern.source)
                 if entry is None:
                     entry = self._patterns[pattern.source] = _PatternEntry(pattern)
-                    matched = self._matched_by[pattern.source] = set()
                     for subject in hits.get(pattern.source, ()):
                         cached = self._cache.get(subject)
                         if cached is not None and cached.seq < seq:
                             cached.sources.add(pattern.source)
                             cached.route = None
-                            matched.add(subject)
+                            self._matched_by.setdefault(pattern.source, set()).add(subject)
+                    self._view.add(pattern.source, pattern)
                     view_changed = True
                 else:
                     self._touch_pattern(pattern.source)
@@ -257,7 +279,7 @@ class SubscriptionIndex:
                     late.append(subject)
                 for subject in late:
                     self._uncache(subject)
-                self._new_view()
+                self._pattern_gen += 1
             self._patterns_of[key] = mine | sources
             self._spend(key, cost, nodes)
 
@@ -322,7 +344,7 @@ class SubscriptionIndex:
             cached = self._cache[subject] = _Cached(sources, next(self._seq))
             self._spellings.setdefault(subject.casefold(), set()).add(subject)
             for source in sources:
-                self._matched_by[source].add(subject)
+                self._matched_by.setdefault(source, set()).add(subject)
             return self._route_of(subject, cached)
 
     def match(self, subject: str) -> FrozenSet[Hashable]:
@@ -422,6 +444,7 @@ class SubscriptionIndex:
             self._touch_pattern(source)
             return False
         del self._patterns[source]
+        self._view.remove(source, entry.pattern)
         for subject in self._matched_by.pop(source, ()):
             cached = self._cache[subject]
             cached.sources.discard(source)
@@ -429,10 +452,8 @@ class SubscriptionIndex:
         return True
 
     def _new_view(self) -> None:
-        grouped: Dict[str, List[Tuple[str, Pattern]]] = {}
-        for source, entry in self._patterns.items():
-            grouped.setdefault(entry.pattern.literal_prefix, []).append((source, entry.pattern))
-        self._view = _View({prefix: tuple(items) for prefix, items in grouped.items()})
+        """The pattern set changed (the view was changed in place): routes being computed
+        from the old set are not cached."""
         self._pattern_gen += 1
 
     def _uncache(self, subject: str) -> None:
@@ -446,11 +467,13 @@ class SubscriptionIndex:
             matched = self._matched_by.get(source)
             if matched is not None:
                 matched.discard(subject)
+                if not matched:
+                    del self._matched_by[source]
 
     def _clear_cache(self) -> None:
         self._cache = {}
         self._spellings = {}
-        self._matched_by = {source: set() for source in self._patterns}
+        self._matched_by = {}
 
     def _check_limit(self, key: Hashable, new: int) -> None:
         held = len(self._subjects_of.get(key, ())) + len(self._patterns_of.get(key, ()))

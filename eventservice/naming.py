@@ -130,8 +130,8 @@ def claim_name(ns: Proxy, uri: URI, ident: Optional[str], replace: bool, name: s
     if current is not None and str(current) != str(uri):
         verdict = proves(current, ident)
         if ident is not None and verdict is False:
-            log.error("IMPOSTOR: %s was registered by %s, which cannot prove the passphrase: taking it over",
-                      name, current)
+            log.warning("IMPOSTOR: %s was registered by %s, which cannot prove the passphrase: taking it over",
+                        name, current)
         elif verdict is not None:
             if not replace:
                 raise NameTakenError(f"{name} is already registered by a running Event Service at {current} "
@@ -208,16 +208,16 @@ class RegistrationKeeper(threading.Thread):
             log.warning("%s pointed to %s, which does not answer: registered again", self.name, current)
         elif self.passphrase is not None and not verdict:
             ns.register(self.name, self.uri, safe=False)
-            log.error("IMPOSTOR: %s was registered by %s, which cannot prove the passphrase: took the name back",
-                      self.name, current)
+            log.warning("IMPOSTOR: %s was registered by %s, which cannot prove the passphrase: took the name "
+                        "back", self.name, current)
         elif self.passphrase is not None:
             self.replaced_by(str(current))
         elif str(current) not in self._warned:
             self._warned.add(str(current))
-            log.error("%s is registered by %s, not by this Event Service (%s); clients that look it up reach "
+            log.warning("%s is registered by %s, not by this Event Service (%s); clients that look it up reach "
                       "that one. Without a passphrase nothing tells another es from an impostor: give es a "
-                      "passphrase (-i) to have impostors replaced. Taking the name back when it is free.",
-                      self.name, current, self.uri)
+                        "passphrase (-i) to have impostors replaced. Taking the name back when it is free.",
+                        self.name, current, self.uri)
 
     def stop(self) -> None:
         self.stopped.set()

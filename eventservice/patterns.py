@@ -412,6 +412,12 @@ class _Nfa:
         return self._final(tables, state) if found is None else found
 
 
+def _parse(source: str) -> Tuple[List[Any], int]:
+    """sre's parse tree of ``source`` under IGNORECASE, and its flags."""
+    parsed = _sre_parse.parse(source, re.IGNORECASE)
+    return list(parsed), int(parsed.state.flags)
+
+
 class Pattern:
     """A compiled subscription pattern: ``match`` agrees with ``re.match`` under IGNORECASE.
 
@@ -420,7 +426,7 @@ class Pattern:
     ``cost``: a bound on the work of one match against a subject of ASSUMED_SUBJECT_LENGTH
     characters, in steps of ``re`` (what subscription budgets count)."""
 
-    __slots__ = ("source", "literal_prefix", "cost", "_engine", "_re_match", "_limit", "_nfa", "_items", "_flags")
+    __slots__ = ("source", "literal_prefix", "cost", "_engine", "_re_match", "_limit", "_nfa")
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -428,18 +434,17 @@ class Pattern:
         self.source = source
         try:
             self._re_match = re.compile(source, re.IGNORECASE).match
-            parsed = _sre_parse.parse(source, re.IGNORECASE)
-            self._items, self._flags = list(parsed), int(parsed.state.flags)
-            limit = _re_limit(self._items)
+            items, flags = _parse(source)
+            limit = _re_limit(items)
             self._nfa: Any = None
             if limit is None:
                 self._engine, self._limit = "nfa", -1
-                self._nfa = _Nfa(self._items, self._flags, source)
+                self._nfa = _Nfa(items, flags, source)
                 self.cost = ASSUMED_SUBJECT_LENGTH * len(self._nfa.kind) * NFA_STEP_COST
             else:
                 self._engine, self._limit = "re", limit
-                self.cost = _re_work(self._items)
-            self.literal_prefix = _prefix(self._items, self._flags)[0]
+                self.cost = _re_work(items)
+            self.literal_prefix = _prefix(items, flags)[0]
         except (re.error, OverflowError) as exc:
             raise ValueError(f"invalid pattern {source!r}: {exc}") from None
         except RecursionError:
@@ -459,9 +464,9 @@ class Pattern:
     def _long_match(self, subject: str) -> bool:
         """Match on the NFA: always for engine "nfa", for "re" when the subject is too long."""
         nfa = self._nfa
-        if nfa is None:
+        if nfa is None:  # the parse tree is not kept (memory): parsed again, once
             try:
-                nfa = _Nfa(self._items, self._flags, self.source)
+                nfa = _Nfa(*_parse(self.source), self.source)
             except (ValueError, RecursionError):
                 nfa = False  # backreference, lookaround...: re's work grows polynomially
             self._nfa = nfa

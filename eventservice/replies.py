@@ -4,9 +4,10 @@ A responder is a subscriber whose object exposes ``respond(event)``: it gets the
 as a dict with ``subject``, ``msg`` and ``time`` and returns the answer (``None`` means it
 has none). The other subscribers the request reaches get it as an ordinary event.
 
-Bounds: a responder is asked at most :data:`MAX_CALLS_PER_RESPONDER` requests at once (a
-busy one is passed over), so responders that never answer hold a few threads each, never
-the ones other responders need. Calls go over connections kept per responder (at most
+Bounds: a responder is asked at most :data:`MAX_CALLS_PER_RESPONDER` requests at once; a
+request finding all its responders that busy waits for one to be free, within its own
+timeout. So responders that never answer hold a few threads each, never the ones requests
+to other responders need. Calls go over connections kept per responder (at most
 :data:`MAX_IDLE_PROXIES`), dropped when the subscriber goes or unsubscribes everything.
 Requests travel in serpent, so a message arrives as the same Python value.
 """
@@ -43,6 +44,7 @@ class Responders:
         self._can_respond: Dict[Hashable, bool] = {}
         self._busy: Dict[Hashable, int] = {}  # calls under way per responder
         self._lock = threading.Lock()
+        self._freed = threading.Condition(threading.Lock())  # guards _busy; told when a call ends
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_REQUEST_THREADS,
                                                            thread_name_prefix="es-request")
 
@@ -68,15 +70,17 @@ class Responders:
         subject = request["subject"]
         if not keys:
             raise TimeoutError(f"no responder for subject {subject!r}")
-        keys = [key for key in keys if self._reserve(key)]
+        deadline = time.monotonic() + timeout
+        keys = self._reserve(keys, deadline)
         if not keys:
-            raise TimeoutError(f"no reply to a request on subject {subject!r}: its responders are all busy")
+            raise TimeoutError(f"no reply to a request on subject {subject!r} within {timeout:g}s: "
+                               f"its responders were busy all that time")
+        timeout = max(0.001, deadline - time.monotonic())
         if len(keys) == 1:  # the common case: asked in this thread, no hand-over
             answered, answer = self._call(keys[0], request, timeout)
             if answered:
                 return answer
             raise TimeoutError(f"no reply to a request on subject {subject!r} within {timeout:g}s")
-        deadline = time.monotonic() + timeout
         pending = {self._pool.submit(self._call, key, request, timeout) for key in keys}
         while pending:
             done, pending = concurrent.futures.wait(pending, max(0.0, deadline - time.monotonic()),
@@ -89,21 +93,29 @@ class Responders:
                     return answer
         raise TimeoutError(f"no reply to a request on subject {subject!r} within {timeout:g}s")
 
-    def _reserve(self, key: Hashable) -> bool:
-        with self._lock:
-            busy = self._busy.get(key, 0)
-            if busy >= MAX_CALLS_PER_RESPONDER:
-                return False
-            self._busy[key] = busy + 1
-            return True
+    def _reserve(self, keys: List[Hashable], deadline: float) -> List[Hashable]:
+        """The responders among ``keys`` that may be asked now (each reserved for one call);
+        while all are busy, waits for one to be free until ``deadline``."""
+        with self._freed:
+            while True:
+                free = [key for key in keys if self._busy.get(key, 0) < MAX_CALLS_PER_RESPONDER]
+                if free:
+                    for key in free:
+                        self._busy[key] = self._busy.get(key, 0) + 1
+                    return free
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._freed.wait(remaining)
 
     def _unreserve(self, key: Hashable) -> None:
-        with self._lock:
+        with self._freed:
             busy = self._busy.get(key, 1) - 1
             if busy > 0:
                 self._busy[key] = busy
             else:
                 self._busy.pop(key, None)
+            self._freed.notify_all()
 
     def _call(self, key: Hashable, request: Dict[str, Any], timeout: float) -> Tuple[bool, Any]:
         """Ask one responder (reserved by the caller)."""

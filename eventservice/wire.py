@@ -152,10 +152,21 @@ def unpack_publish(data: Any) -> List[Tuple[Any, Any]]:
 
 
 # -- backbone envelopes -------------------------------------------------------------------------
-def pack_envelope(origin: str, seq: int, items: Sequence[Item], key: Optional[bytes] = None,
+def envelope_key(secret: "str | bytes | None") -> Optional[bytes]:
+    """The HMAC key for a backbone secret (``es --backbone-key``): a str is stretched to
+    32 bytes, bytes are used as they are, None or empty means unsigned."""
+    if not secret:
+        return None
+    if isinstance(secret, str):
+        return hashlib.sha256(b"eventservice/backbone/1:" + secret.encode("utf-8")).digest()
+    return bytes(secret)
+
+
+def pack_envelope(origin: str, seq: int, items: Sequence[Item], key: "str | bytes | None" = None,
                   meta: Optional[Dict[str, Any]] = None) -> Optional[bytes]:
     """One engine message: ``origin`` (the sending es), its ``seq``, ``meta`` (small plain
-    data) and the events; signed with HMAC-SHA256 when ``key`` is given. The body is msgpack,
+    data) and the events; signed with HMAC-SHA256 when ``key`` is given (see
+    :func:`envelope_key`). The body is msgpack,
     or Pyro5's serpent form when a message needs it (an ``Event``, a ``datetime``...); None
     when neither can carry it."""
     envelope = [origin, seq, meta or {}, list(chain.from_iterable(items))]
@@ -167,6 +178,7 @@ def pack_envelope(origin: str, seq: int, items: Sequence[Item], key: Optional[by
             body = _BODY_SERPENT + _serpent().dumps(envelope)
         except Exception:
             return None
+    key = envelope_key(key)
     if key is None:
         return _ENVELOPE + _NO_MAC + body
     return _ENVELOPE + _MAC + hmac.new(key, body, hashlib.sha256).digest() + body
@@ -176,11 +188,12 @@ class ForgedError(WireError):
     """An envelope without the right signature."""
 
 
-def unpack_envelope(data: Any, key: Optional[bytes] = None) -> Tuple[str, int, Dict[str, Any], List[Item]]:
+def unpack_envelope(data: Any, key: "str | bytes | None" = None) -> Tuple[str, int, Dict[str, Any], List[Item]]:
     """(origin, seq, meta, events) of an envelope. With ``key``, an envelope whose signature
     is missing or wrong raises :class:`ForgedError` before anything is decoded; without a key,
     signed envelopes are refused too (the sender has a key this receiver lacks). Anything
     malformed raises :class:`WireError`."""
+    key = envelope_key(key)
     data = bytes(data)
     if data[:2] != _ENVELOPE:
         raise WireError("not an envelope")

@@ -122,13 +122,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def backbone_key(secret: Optional[str]) -> Optional[bytes]:
-    """The HMAC key of ``es --backbone-key`` (None: envelopes are not signed)."""
-    if not secret:
-        return None
-    return hashlib.sha256(b"eventservice/backbone/1:" + secret.encode("utf-8")).digest()
-
-
 def open_backbone(urls: Sequence[str], name: str = DEFAULT_NAME, routing: bool = True,
                   key: Optional[str] = None) -> "Backbone":
     """A :class:`Backbone` for ``urls`` (several NATS URLs are the seed servers of one
@@ -184,7 +177,7 @@ class Backbone:
 
     def __init__(self, urls: Sequence[str], name: str, routing: bool = True, key: Optional[str] = None) -> None:
         self.urls = list(urls)
-        self._key = backbone_key(key)
+        self._key = wire.envelope_key(key)
         self.name = name
         self.routing = routing
         self.url = ",".join(mask_url(u) for u in self.urls)  # masked: the form that is shown
