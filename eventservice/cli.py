@@ -300,7 +300,7 @@ def main(args: Optional[List[str]] = None) -> int:
     """Entry point of ``es``; returns the exit status."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from .bench.cli import main as bench_main
         return bench_main(argv[1:])
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
