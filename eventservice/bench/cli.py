@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 # es imports this module to declare its sub-commands: the rest of the bench loads when it runs
 from .scenarios import (DEFAULT_CALLS, DEFAULT_EVENTS, DEFAULT_FANOUT_EVENTS, DEFAULT_FROZEN_EVENTS,
@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds one run may take before it is given up (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.set_defaults(usage_error=parser.error)  # run() reports bad combinations as argparse does
+    # run() reports bad combinations as argparse does; es's main() reads verbose of every sub-command
+    parser.set_defaults(usage_error=parser.error, verbose=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,13 +118,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"problem: {problem}")
     say(f"done in {time.monotonic() - started:.0f}s")
     return 1 if failures else 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``es bench ARGV``: parse ``argv`` (default: the command line) and :func:`run`."""
-    parser = argparse.ArgumentParser(prog="es bench")
-    add_arguments(parser)
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
 
 
 def _run_all(order: List[str], repeat: int, options: Options,
