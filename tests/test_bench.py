@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT
 from eventservice.bench import cli as bench_cli
+from eventservice.bench.children import child_command
 from eventservice.bench.procfs import proc_sample
 from eventservice.bench.scenarios import SCENARIOS, select
 from eventservice.bench.stats import merge_latency, quantile, quantile_points, summarize
@@ -149,6 +150,40 @@ def test_proc_sample_reads_this_process() -> None:
     if sys.platform.startswith("linux"):
         assert sample["cpu"] is not None and sample["threads"] >= 1 and sample["rss_mb"] > 0
     assert proc_sample(None) == {"cpu": None, "threads": None, "rss_mb": None}
+
+
+# -- the plain children: never eventservice ------------------------------------------------------
+
+def test_a_plain_child_runs_without_importing_eventservice() -> None:
+    """The command of a plain child, as the bench starts it: its role runs and reports that
+    eventservice is not among its modules (its main refuses to run a role otherwise)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(child_command("raw-server", {"deadline": 1e12}), input="stop\n", env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    messages = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [m["type"] for m in messages] == ["ready", "report"], proc.stdout
+    assert messages[-1]["eventservice_imported"] is False
+
+
+def test_a_plain_role_refuses_to_run_where_eventservice_is_imported() -> None:
+    code = "import sys; from eventservice.bench import plain_roles; plain_roles.main(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, "--role", "raw-server", "--config", '{"deadline": 1e12}'],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 4 and "eventservice is not imported" in proc.stderr, proc.stderr
+
+
+def test_plain_scenarios_lose_nothing_and_never_import_eventservice() -> None:
+    """raw, plain-publish and plain-sub: a report that imported eventservice would be a problem."""
+    out, _ = run_bench("--scenario", "plain-publish", "--scenario", "plain-sub", "--calls", "200", "--events", "1000")
+    assert list(out["scenarios"]) == ["raw", "plain-publish", "plain-sub"]
+    for name in ("raw", "plain-publish"):
+        summary = out["scenarios"][name]["median"]
+        assert summary["events"] == 200 and summary["lost"] == 0 and summary["problems"] == [], summary
+    assert out["scenarios"]["plain-publish"]["median"]["ratio_to_raw"] > 0
+    check_fields(out["scenarios"]["plain-sub"])
+    assert out["scenarios"]["plain-sub"]["median"]["deliveries"] == 1000
+    assert out["problems"] == []
 
 
 def test_request_workqueue_and_looplag_scenarios() -> None:
