@@ -54,6 +54,7 @@ class Mix:
     cross: bool = False  # publishers and subscribers on two es joined by a backbone
 
     def as_dict(self) -> Dict[str, Any]:
+        """Every parameter by name, as plain JSON values."""
         return {**dataclasses.asdict(self), "es_options": list(self.es_options)}
 
 
