@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 import Pyro5
 
 from . import config
+from .bench import cli as bench_cli
 from .clients import ServiceLink, Subscriber, Publisher
 from .event import Event
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Show subscribers, subscriptions, events in, delivered, dropped.")
     stats.add_argument("--json", action="store_true", help="print the counters as JSON")
     _add_client_options(stats)
+    bench_cli.add_arguments(sub.add_parser("bench", help=bench_cli.HELP))
     return parser
 
 
@@ -313,15 +315,13 @@ def _backbone_text(bb: Dict[str, Any]) -> str:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve, "publish": cmd_publish, "listen": cmd_listen, "request": cmd_request, "stats": cmd_stats,
+    "bench": bench_cli.run,
 }
 
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point of ``es``; returns the exit status."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
-        return bench_main(argv[1:])
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
     parsed = build_parser().parse_args(argv)

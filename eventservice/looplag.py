@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence
+from typing import Any, Callable, Coroutine, Dict, List, Optional
 
 from .aio import AsyncSubscriber
+from .bench.stats import quantile
 from .clients import Publisher
 
 DEFAULT_RATE = 10_000  # events per second the child publishes
@@ -28,14 +29,6 @@ DEFAULT_TICK = 0.001  # seconds asked of asyncio.sleep between two lag samples
 PUBLISH_STEP = 0.002  # seconds between two bursts of the child publisher
 END = "end"  # the message that ends a measurement
 START_TIMEOUT = 30.0  # seconds to wait for the first event
-
-
-def quantile(ordered: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of sorted values, nearest rank."""
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
-    return ordered[index]
 
 
 def measure_loop_lag(esURI: Any = None, ident: Optional[str] = None, *, rate: int = DEFAULT_RATE,
@@ -121,8 +114,11 @@ async def _measure(esURI: Any, ident: Optional[str], rate: int, seconds: float, 
                     await asyncio.sleep(0.01)
             dropped = events.dropped
     ordered = sorted(lags)
-    return {"p50_ms": quantile(ordered, 0.50) * 1000, "p99_ms": quantile(ordered, 0.99) * 1000,
-            "max_ms": (ordered[-1] if ordered else float("nan")) * 1000, "samples": len(ordered),
+
+    def ms(value: Optional[float]) -> float:
+        return value * 1000 if value is not None else float("nan")  # nan: no sample
+    return {"p50_ms": ms(quantile(ordered, 0.50)), "p99_ms": ms(quantile(ordered, 0.99)),
+            "max_ms": ms(ordered[-1] if ordered else None), "samples": len(ordered),
             "received": received, "dropped": dropped, "achieved_rate": received / elapsed if elapsed > 0 else 0.0}
 
 

@@ -16,7 +16,7 @@ import Pyro5
 import Pyro5.api
 import pytest
 
-from eventservice.bench import free_port, kill_process, port_answers  # noqa: F401 (free_port: for the tests)
+from eventservice.processes import free_port, kill_process, port_answers  # noqa: F401 (free_port: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent / "helpers"

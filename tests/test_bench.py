@@ -3,6 +3,7 @@ have every field, lose nothing and keep order; and the pure helpers. Never a spe
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,7 +13,11 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from conftest import ROOT
-from eventservice import bench
+from eventservice.bench import cli as bench_cli
+from eventservice.bench.children import child_command
+from eventservice.bench.procfs import proc_sample
+from eventservice.bench.scenarios import SCENARIOS, select
+from eventservice.bench.stats import merge_latency, quantile, quantile_points, summarize
 
 FIELDS = ("events", "events_per_s", "deliveries", "deliveries_per_s", "latency_p50_us", "latency_p90_us",
           "latency_p99_us", "latency_max_us", "lost", "out_of_order", "cpu_es_s", "cpu_publishers_s",
@@ -76,45 +81,109 @@ def test_frozen_subscriber_is_counted_and_the_others_lose_only_what_es_dropped()
 # -- the pure helpers ---------------------------------------------------------------------------
 
 def args(*argv: str) -> Any:
-    return bench.build_parser().parse_args(list(argv))
+    parser = argparse.ArgumentParser(prog="es bench")
+    bench_cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
 
 
 def test_scenario_selection_adds_references_in_order() -> None:
-    order, added = bench.select_scenarios(args("--scenario", "frozen", "--scenario", "s4"))
+    order, added = select(args("--scenario", "frozen", "--scenario", "s4"))
     assert order == ["s1", "s4", "s2-ref", "frozen"] and sorted(added) == ["s1", "s2-ref"]
-    every, _ = bench.select_scenarios(args())
-    assert every == [n for n in bench.SCENARIO_ORDER if n != "custom" and n not in bench.CROSS]
-    cross, added = bench.select_scenarios(args("--scenario", "cross"))
+    every, _ = select(args())
+    assert every == [n for n in SCENARIOS if n != "custom" and not n.endswith("-cross")]
+    cross, added = select(args("--scenario", "cross"))
     assert cross == ["s1", "s2", "s3", "s1-cross", "s2-cross", "s3-cross"] and sorted(added) == ["s1", "s2", "s3"]
-    assert bench.select_scenarios(args("--subscribers", "3"))[0] == ["custom"]
+    assert select(args("--subscribers", "3"))[0] == ["custom"]
+    assert select(args("--plain"))[0] == ["custom"] and select(args("--no-batch"))[0] == ["custom"]
     with pytest.raises(ValueError):
-        bench.select_scenarios(args("--scenario", "nonsense"))
+        select(args("--scenario", "nonsense"))
+
+
+def test_every_reference_runs_before_the_scenarios_compared_with_it() -> None:
+    names = list(SCENARIOS)
+    for name, scenario in SCENARIOS.items():
+        if scenario.reference is not None:
+            assert names.index(scenario.reference) < names.index(name) and scenario.ratio_field, name
+
+
+def test_scenarios_take_their_sizes_and_the_mix_from_the_command_line() -> None:
+    plain = args()
+    assert SCENARIOS["s1"].resolve(plain).events == 100_000 and SCENARIOS["s1"].resolve(plain).rate is None
+    s3 = SCENARIOS["s3"].resolve(plain)
+    assert (s3.events, s3.rate, s3.batch) == (3000, 1000.0, False)
+    assert SCENARIOS["s3"].resolve(args("--rate", "50", "--events", "7")).rate == 50.0
+    assert SCENARIOS["s4"].resolve(plain).patterns == 1000
+    assert SCENARIOS["s4"].resolve(args("--patterns", "0")).patterns == 0
+    assert SCENARIOS["s1"].resolve(args("--patterns", "5", "--subscribers", "3")).patterns == 0  # not s1's options
+    assert SCENARIOS["raw"].resolve(args("--calls", "20", "--events", "9")).events == 20
+    assert SCENARIOS["fanout"].resolve(args("--fanout-events", "30")).events == 30
+    frozen = SCENARIOS["frozen"].resolve(plain)
+    assert (frozen.frozen, frozen.subscribers, frozen.es_options, frozen.rate) == (1, 10, ("--overflow", "drop"), 1e4)
+    cross = SCENARIOS["s2-cross"].resolve(plain)
+    assert cross.cross and cross.subscribers == 10 and SCENARIOS["s2-cross"].reference == "s2"
+    custom = SCENARIOS["custom"].resolve(args("--publishers", "0", "--subscribers", "0", "--no-batch", "--plain"))
+    assert (custom.publishers, custom.subscribers, custom.batch, custom.plain) == (1, 0, False, True)
+    assert SCENARIOS["custom"].resolve(plain) == SCENARIOS["s1"].resolve(plain)
 
 
 def test_summary_takes_medians_and_the_worst_loss() -> None:
     runs: List[Dict[str, Any]] = [{"events_per_s": 10.0, "lost": 0, "problems": []},
                                   {"events_per_s": 30.0, "lost": 5, "problems": ["x"]},
                                   {"events_per_s": 20.0, "lost": 0, "problems": []}]
-    summary = bench.summarize(runs)
+    summary = summarize(runs)
     assert summary["events_per_s"] == 20.0 and summary["lost"] == 5 and summary["problems"] == ["x"]
 
 
 def test_latency_sketches_merge() -> None:
     values = [float(v) for v in range(1, 1001)]
-    one = {"lat_n": 1000, "lat_max": 1000.0, "lat_points": bench.quantile_points(values),
-           "lat_p50": bench.quantile(values, 0.5), "lat_p90": bench.quantile(values, 0.9),
-           "lat_p99": bench.quantile(values, 0.99)}
-    assert bench.merge_latency([one]) == {"p50": 500.0, "p90": 900.0, "p99": 990.0, "max": 1000.0}
-    merged = bench.merge_latency([one, dict(one)])
+    one = {"lat_n": 1000, "lat_max": 1000.0, "lat_points": quantile_points(values),
+           "lat_p50": quantile(values, 0.5), "lat_p90": quantile(values, 0.9), "lat_p99": quantile(values, 0.99)}
+    assert merge_latency([one]) == {"p50": 500.0, "p90": 900.0, "p99": 990.0, "max": 1000.0}
+    merged = merge_latency([one, dict(one)])
     assert abs(merged["p50"] - 500) <= 2 and abs(merged["p99"] - 990) <= 2 and merged["max"] == 1000.0
-    assert bench.merge_latency([]) == {"p50": None, "p90": None, "p99": None, "max": None}
+    assert merge_latency([]) == {"p50": None, "p90": None, "p99": None, "max": None}
+    assert quantile([], 0.5) is None
 
 
 def test_proc_sample_reads_this_process() -> None:
-    sample = bench.proc_sample(os.getpid())
+    sample = proc_sample(os.getpid())
     if sys.platform.startswith("linux"):
         assert sample["cpu"] is not None and sample["threads"] >= 1 and sample["rss_mb"] > 0
-    assert bench.proc_sample(None) == {"cpu": None, "threads": None, "rss_mb": None}
+    assert proc_sample(None) == {"cpu": None, "threads": None, "rss_mb": None}
+
+
+# -- the plain children: never eventservice ------------------------------------------------------
+
+def test_a_plain_child_runs_without_importing_eventservice() -> None:
+    """The command of a plain child, as the bench starts it: its role runs and reports that
+    eventservice is not among its modules (its main refuses to run a role otherwise)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(child_command("raw-server", {"deadline": 1e12}), input="stop\n", env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    messages = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [m["type"] for m in messages] == ["ready", "report"], proc.stdout
+    assert messages[-1]["eventservice_imported"] is False
+
+
+def test_a_plain_role_refuses_to_run_where_eventservice_is_imported() -> None:
+    code = "import sys; from eventservice.bench import plain_roles; plain_roles.main(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, "--role", "raw-server", "--config", '{"deadline": 1e12}'],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 4 and "eventservice is not imported" in proc.stderr, proc.stderr
+
+
+def test_plain_scenarios_lose_nothing_and_never_import_eventservice() -> None:
+    """raw, plain-publish and plain-sub: a report that imported eventservice would be a problem."""
+    out, _ = run_bench("--scenario", "plain-publish", "--scenario", "plain-sub", "--calls", "200", "--events", "1000")
+    assert list(out["scenarios"]) == ["raw", "plain-publish", "plain-sub"]
+    for name in ("raw", "plain-publish"):
+        summary = out["scenarios"][name]["median"]
+        assert summary["events"] == 200 and summary["lost"] == 0 and summary["problems"] == [], summary
+    assert out["scenarios"]["plain-publish"]["median"]["ratio_to_raw"] > 0
+    check_fields(out["scenarios"]["plain-sub"])
+    assert out["scenarios"]["plain-sub"]["median"]["deliveries"] == 1000
+    assert out["problems"] == []
 
 
 def test_request_workqueue_and_looplag_scenarios() -> None:

@@ -93,6 +93,19 @@ def test_help_of_es_and_each_subcommand_exits_0_and_names_the_options(cluster):
             assert word in result.stdout, f"'es {' '.join(sub)} --help' does not mention {word}"
 
 
+def test_bench_is_a_subcommand_of_es_with_its_own_options():
+    listed = subprocess.run([sys.executable, "-m", "eventservice.cli", "--help"], capture_output=True, text=True,
+                            timeout=30, stdin=subprocess.DEVNULL)
+    ok(listed)
+    assert "bench" in listed.stdout
+    own = subprocess.run([sys.executable, "-m", "eventservice.cli", "bench", "--help"], capture_output=True,
+                         text=True, timeout=30, stdin=subprocess.DEVNULL)
+    ok(own)
+    assert own.stdout.startswith("usage: es bench")
+    for word in ("--scenario", "--repeat", "--json", "--esuri", "--es-option", "--calls", "--list", "s2-ref"):
+        assert word in own.stdout, f"'es bench --help' does not mention {word}"
+
+
 def test_bin_es_runs_from_the_checkout(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, str(ROOT / "bin" / "es"), "--help"], cwd=tmp_path, env=env,

@@ -21,7 +21,7 @@ import Pyro5.api
 import pytest
 
 from conftest import HOST, free_port, wait_for
-from eventservice.bench import nats_server_binary, port_answers as answers
+from eventservice.processes import nats_server_binary, port_answers as answers
 
 
 def redis_server_binary() -> Optional[str]:
