@@ -5,7 +5,8 @@ subscriber's URI string). Exact subjects are case-insensitive (``str.casefold``)
 patterns follow :mod:`eventservice.patterns`. A subscription may carry options: a work
 queue ``group`` (an event goes to one member of each group) and a content ``filter``.
 
-The answer for a subject is a :class:`Route`, cached per subject as spelled. Routing cost
+The answer for a subject is a :class:`~eventservice.routing.Route`, cached per subject as
+spelled (:class:`~eventservice.routing.Router` turns it and a message into subscribers). Routing cost
 is paid by whoever causes it:
 
 - **a change patches the cache, it never empties it**: a new or removed exact subject
@@ -25,90 +26,15 @@ cache hit, and never matches a pattern while holding the lock.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
-from typing import Any, Callable, Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
 
-from .filters import Filter
 from .patterns import Pattern, fold
+from .routing import NOWHERE, PLAIN, Options, Route
 
 MAX_CACHED_SUBJECTS = 100_000  # distinct subjects remembered before the cache starts over
 UNLIMITED = 1 << 62
-
-
-class Options:
-    """What a subscription carries besides its subject: a group and a filter (both optional)."""
-
-    __slots__ = ("group", "filter", "spec", "nodes")
-
-    def __init__(self, group: Optional[str] = None, filter: Optional[Filter] = None, spec: Any = None) -> None:
-        self.group = group
-        self.filter = filter
-        self.spec = spec  # the filter as given, for reporting
-        self.nodes = getattr(filter, "nodes", 1) if filter is not None else 0  # its conditions, for the budget
-
-
-PLAIN = Options()  # no group, no filter
-
-Conditional = Tuple[Tuple[Hashable, Tuple[Filter, ...]], ...]
-Groups = Tuple[Tuple[str, Tuple[Tuple[Hashable, Optional[Filter]], ...]], ...]
-Indexed = Tuple[Tuple[Callable[[Any], Any], Dict[Any, Tuple[Hashable, ...]]], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """Who gets an event on one subject.
-
-    ``plain``: keys that get every event; ``conditional``: (key, filters) for keys that get
-    an event when any of their filters passes; ``indexed``: (getter of a field, {value:
-    keys}) for keys whose filters are all equalities, looked up once per event; ``groups``:
-    (group, members) where members are (key, filter or None) and one passing member gets
-    the event; ``keys``: all keys; ``simple``: only ``plain`` is set."""
-
-    plain: FrozenSet[Hashable]
-    conditional: Conditional = ()
-    groups: Groups = ()
-    indexed: Indexed = ()
-    keys: FrozenSet[Hashable] = dataclasses.field(default=frozenset(), compare=False)
-    simple: bool = dataclasses.field(default=True, compare=False)
-
-    @staticmethod
-    def build(holders: Iterable[Tuple[Hashable, Options]]) -> "Route":
-        """The route for these (key, options) subscriptions matching one subject."""
-        plain: Set[Hashable] = set()
-        filtered: Dict[Hashable, List[Filter]] = {}
-        groups: Dict[str, Dict[Hashable, Optional[Filter]]] = {}
-        for key, options in holders:
-            if options.group is not None:
-                members = groups.setdefault(options.group, {})
-                if key not in members or members[key] is not None:
-                    members[key] = options.filter  # an unfiltered membership wins
-            elif options.filter is None:
-                plain.add(key)
-            else:
-                filtered.setdefault(key, []).append(options.filter)
-        conditional = []
-        by_field: Dict[str, Tuple[Callable[[Any], Any], Dict[Any, List[Hashable]]]] = {}
-        for key, fs in filtered.items():
-            if key in plain:
-                continue
-            if all(getattr(f, "equality", None) for f in fs):  # looked up once per event, not run
-                for f in fs:
-                    field, getter, value = f.equality  # type: ignore[attr-defined]
-                    by_field.setdefault(field, (getter, {}))[1].setdefault(value, []).append(key)
-            else:
-                conditional.append((key, tuple(fs)))
-        indexed = tuple((getter, {value: tuple(keys) for value, keys in table.items()})
-                        for getter, table in by_field.values())
-        grouped = tuple((name, tuple(members.items())) for name, members in sorted(groups.items()))
-        keys = frozenset(plain).union(k for k, _ in conditional).union(
-            k for _, ms in grouped for k, _ in ms).union(k for _, table in indexed for ks in table.values() for k in ks)
-        return Route(frozenset(plain), tuple(conditional), grouped, indexed, keys,
-                     not conditional and not grouped and not indexed)
-
-
-NOWHERE = Route(frozenset())
 
 
 class _PatternEntry:

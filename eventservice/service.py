@@ -1,8 +1,9 @@
 """The remote object: the Event Service that publishers and subscribers call.
 
 One instance serves every client (register it as an instance, not a class). It checks
-input, asks the :class:`~eventservice.matching.SubscriptionIndex` who wants an event, and
-hands the event to the :class:`~eventservice.delivery.Dispatcher`. Bad input raises
+input, asks the :class:`~eventservice.matching.SubscriptionIndex` and the
+:class:`~eventservice.routing.Router` who gets an event, and hands the event to the
+:class:`~eventservice.delivery.Dispatcher`. Bad input raises
 ``TypeError``/``ValueError`` in the caller and changes nothing, all or nothing for a list.
 
 Beyond Pyro 3's methods: work-queue groups and content filters on subscriptions,
@@ -12,12 +13,11 @@ dispatcher) liveness checks of idle subscribers.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from Pyro5.api import expose
 from Pyro5.client import Proxy
@@ -26,9 +26,10 @@ from . import wire
 from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, PRESENCE_PREFIX, VERSION, Settings
 from .delivery import Dispatcher, Item
 from .filters import compile_filter
-from .matching import PLAIN, Options, Route, SubscriptionIndex
+from .matching import SubscriptionIndex
 from .patterns import Pattern, compile_pattern
 from .replies import Responders
+from .routing import PLAIN, Options, Router
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ class EventService:
         self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id,
                                      on_closed=self._mailbox_closed)
         self.responders = Responders(self.settings, self.dispatcher.where)
+        self.router = Router(self.dispatcher.is_live)
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
-        self._turns: Dict[str, "itertools.count[int]"] = {}  # round robin per group
         self.published = 0
         self.requests = 0
         self.removed = 0
@@ -120,11 +121,11 @@ class EventService:
             for start in range(0, len(events), HAND_OFF_SLICE):
                 self._hand_off(events[start:start + HAND_OFF_SLICE], index)
             return
-        route_of = index.route
+        route_of, targets = index.route, self.router.targets
         per_subscriber: Dict[str, List[Item]] = {}
         for event in events:
             route = route_of(event[0])
-            for key in route.plain if route.simple else self._targets(route, event[1]):
+            for key in route.plain if route.simple else targets(route, event[1]):
                 queued = per_subscriber.get(key)
                 if queued is None:
                     per_subscriber[key] = [event]
@@ -133,26 +134,6 @@ class EventService:
         post = self.dispatcher.post
         for key, queued in per_subscriber.items():
             post(key, queued)
-
-    def _targets(self, route: Route, message: Any) -> Set[str]:
-        """The subscribers an event with ``message`` goes to: the plain ones, those whose
-        filter passes, and one live member of each group (round robin)."""
-        targets = set(route.plain)
-        for key, filters in route.conditional:
-            if any(passes(message) for passes in filters):
-                targets.add(key)
-        for getter, table in route.indexed:  # equality filters: one lookup for all of them
-            try:
-                targets.update(table.get(getter(message), ()))
-            except TypeError:  # an unhashable value equals none of the filter values
-                pass
-        for group, members in route.groups:
-            candidates = [key for key, passes in members if passes is None or passes(message)]
-            if candidates:
-                live = [key for key in candidates if self.dispatcher.is_live(key)] or candidates
-                turn = self._turns.setdefault(group, itertools.count())
-                targets.add(live[next(turn) % len(live)])
-        return targets
 
     def deliver_remote(self, events: Sequence[Item]) -> None:
         """Hand events that entered from elsewhere (another host) to local subscribers.
@@ -175,8 +156,7 @@ class EventService:
         now = time.time()
         with self._counter_lock:
             self.requests += 1
-        route = self.index.route(subject)
-        targets = route.plain if route.simple else self._targets(route, message)
+        targets = self.router.targets(self.index.route(subject), message)
         responders, others = self.responders.split(targets)
         post = self.dispatcher.post
         for key in others:

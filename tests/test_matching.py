@@ -306,7 +306,7 @@ def test_pattern_cost_budget_is_a_clear_error_and_changes_nothing():
 
 def test_filter_nodes_budget_counts_every_subscription():
     from eventservice.filters import compile_filter
-    from eventservice.matching import Options
+    from eventservice.routing import Options
     three = ["and", ["==", "a", 1], ["==", "b", 2]]
     index = SubscriptionIndex(max_filter_nodes=7)
     index.add_subjects("a", ["x", "y"], Options(filter=compile_filter(three), spec=three))

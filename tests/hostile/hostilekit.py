@@ -209,11 +209,11 @@ def refused_or_closed(sock: socket.socket, timeout: float) -> Tuple[str, float]:
 
 
 def send_quietly(sock: socket.socket, data: bytes) -> bool:
-    """Send ``data``; False if the far side closed the connection meanwhile."""
+    """Send ``data``; False if the connection was closed meanwhile (by the far side, or here)."""
     try:
         sock.sendall(data)
         return True
-    except (BrokenPipeError, ConnectionResetError):
+    except OSError:  # broken pipe, reset, or the socket closed under this thread (EBADF)
         return False
 
 

@@ -1,0 +1,48 @@
+"""The errors of eventservice: one root, :class:`EventServiceError`, and errors that carry
+what they are about as fields. Each also derives from the built-in exception users caught
+before it existed (``TimeoutError``, ``PermissionError``, ``RuntimeError``...), so code
+that catches those keeps working.
+
+Misuse (a subject that is not a str, an invalid pattern) raises the built-ins ``TypeError``
+and ``ValueError``, as the standard library does. The service itself raises only built-in
+exceptions over the wire, so plain Pyro5 clients can decode them; eventservice's clients
+turn them into the richer errors here.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class EventServiceError(Exception):
+    """The root of eventservice's own errors."""
+
+
+class NameTakenError(EventServiceError, RuntimeError):
+    """The name is registered by another Event Service that still answers."""
+
+    def __init__(self, message: str, name: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.name = name  # the name in the name server
+        self.holder = holder  # the URI registered under it
+
+
+class BackboneError(EventServiceError):
+    """The backbone cannot be used: a bad URL or name, a missing client library, an engine
+    that cannot be reached or refuses the credentials. The text is one line, without
+    passwords."""
+
+
+class NoResponderError(EventServiceError, TimeoutError):
+    """A request got no answer: no responder holds its subject, or none answered within
+    ``timeout`` seconds (None when there was no responder to ask)."""
+
+    def __init__(self, message: str, subject: str = "", timeout: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.timeout = timeout
+
+
+class ServiceNotFoundError(EventServiceError, ConnectionError):
+    """No Event Service could be reached: no name server answered, the name is not
+    registered, or nothing answers where it points. The text says what to do next."""
