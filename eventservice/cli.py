@@ -39,72 +39,13 @@ def _add_ns_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
-    d = config
     parser.add_argument("-n", "--host", default="localhost", help="interface to listen on (default: localhost)")
     parser.add_argument("-p", "--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("-N", "--no-ns", action="store_true", help="serve without a name server; only print the URI")
-    parser.add_argument("-i", "--ident", help=f"passphrase clients must present (default: ${config.IDENT_ENV})")
-    parser.add_argument("--no-clear-ident", action="store_true",
-                        help="refuse clients that present the passphrase itself (plain Pyro5 clients setting "
-                             "_pyroHandshake): only proofs of it are accepted")
     parser.add_argument("--replace", action="store_true",
                         help="take over the name from another Event Service that still answers")
     _add_ns_options(parser)
-    tls = parser.add_argument_group("TLS")
-    tls.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
-    tls.add_argument("--tls-key", help="the certificate's private key")
-    tls.add_argument("--tls-ca", help="CA trusted for subscribers' certificates (callbacks) and client certificates")
-    tls.add_argument("--tls-require-client-cert", action="store_true",
-                     help="refuse clients without a certificate signed by --tls-ca")
-    limits = parser.add_argument_group("delivery and limits")
-    limits.add_argument("--queue-size", type=int, default=d.DEFAULT_QUEUE_SIZE,
-                        help=f"events queued per subscriber (default {d.DEFAULT_QUEUE_SIZE})")
-    limits.add_argument("--overflow", choices=d.OVERFLOW_POLICIES, default=d.DEFAULT_OVERFLOW,
-                        help="when a subscriber's queue is full: block the publisher for a while, or drop "
-                             f"(default {d.DEFAULT_OVERFLOW})")
-    limits.add_argument("--block-timeout", type=float, default=d.DEFAULT_BLOCK_TIMEOUT,
-                        help=f"seconds a publisher waits for room with --overflow block (default {d.DEFAULT_BLOCK_TIMEOUT})")
-    limits.add_argument("--delivery-threads", type=int, default=d.DEFAULT_DELIVERY_THREADS,
-                        help=f"threads calling subscribers back (default {d.DEFAULT_DELIVERY_THREADS})")
-    limits.add_argument("--delivery-timeout", type=float, default=d.DEFAULT_DELIVERY_TIMEOUT,
-                        help=f"seconds one call to a subscriber may take (default {d.DEFAULT_DELIVERY_TIMEOUT})")
-    limits.add_argument("--max-message-size", type=int, default=d.DEFAULT_MAX_MESSAGE_SIZE,
-                        help=f"largest message in bytes (default {d.DEFAULT_MAX_MESSAGE_SIZE})")
-    limits.add_argument("--max-subject-length", type=int, default=d.DEFAULT_MAX_SUBJECT_LENGTH,
-                        help=f"longest subject or pattern (default {d.DEFAULT_MAX_SUBJECT_LENGTH})")
-    limits.add_argument("--max-subscriptions", type=int, default=d.DEFAULT_MAX_SUBSCRIPTIONS,
-                        help=f"subscriptions per subscriber (default {d.DEFAULT_MAX_SUBSCRIPTIONS})")
-    limits.add_argument("--max-subscribers", type=int, default=d.DEFAULT_MAX_SUBSCRIBERS,
-                        help=f"subscribers of this service (default {d.DEFAULT_MAX_SUBSCRIBERS})")
-    limits.add_argument("--max-connections", type=int, default=d.DEFAULT_MAX_CONNECTIONS,
-                        help=f"client connections served at once (default {d.DEFAULT_MAX_CONNECTIONS})")
-    limits.add_argument("--slow-threads", type=int, default=d.DEFAULT_SLOW_THREADS,
-                        help=f"threads serving slow subscribers, all together (default {d.DEFAULT_SLOW_THREADS})")
-    limits.add_argument("--slow-policy", choices=d.SLOW_POLICIES, default=d.DEFAULT_SLOW_POLICY,
-                        help="a slow subscriber whose queue is full: drop its events, or remove it "
-                             f"(default {d.DEFAULT_SLOW_POLICY})")
-    limits.add_argument("--max-pattern-cost", type=int, default=d.DEFAULT_MAX_PATTERN_COST,
-                        help="matching work one subscriber's patterns may cost, in steps of re "
-                             f"(default {d.DEFAULT_MAX_PATTERN_COST:,})")
-    limits.add_argument("--max-filter-nodes", type=int, default=d.DEFAULT_MAX_FILTER_NODES,
-                        help=f"filter conditions of one subscriber (default {d.DEFAULT_MAX_FILTER_NODES:,})")
-    limits.add_argument("--heartbeat", type=float, default=d.DEFAULT_HEARTBEAT,
-                        help="seconds a subscriber may stay silent before it must answer a heartbeat; one that "
-                             f"does not is removed (default {d.DEFAULT_HEARTBEAT:g}; 0: no heartbeats)")
-    from .backbone import DEFAULT_NAME as bb_name, DEFAULT_TIMEOUT as bb_timeout, URL_ENV as bb_env
-    hosts = parser.add_argument_group("many hosts: join other es through a messaging engine")
-    hosts.add_argument("--backbone", action="append", metavar="URL",
-                       help="nats://[user:password@]host:port or tls://... (repeat, or separate by commas, for the "
-                            "seed servers of one NATS cluster; needs eventservice[nats]), redis://[:password@]host:port"
-                            f"[/db] or rediss://... (needs eventservice[redis]) (default: ${bb_env})")
-    hosts.add_argument("--backbone-name", default=bb_name, metavar="NAME",
-                       help=f"the event space on the engine; es with the same name share events (default {bb_name})")
-    hosts.add_argument("--backbone-timeout", type=float, default=bb_timeout, metavar="SECONDS",
-                       help=f"seconds to wait for the engine at start (default {bb_timeout:g})")
-    hosts.add_argument("--backbone-key", metavar="KEY",
-                       help="sign envelopes with this key and drop any not signed with it; without one, anyone who "
-                            f"can publish on the engine can publish into the event space (default: "
-                            f"${config.BACKBONE_KEY_ENV})")
+    config.Settings.add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks")
 
 
@@ -144,19 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.Settings(
-        queue_size=args.queue_size, overflow=args.overflow, block_timeout=args.block_timeout,
-        delivery_threads=args.delivery_threads, delivery_timeout=args.delivery_timeout,
-        max_message_size=args.max_message_size, max_subject_length=args.max_subject_length,
-        max_subscriptions=args.max_subscriptions, max_subscribers=args.max_subscribers,
-        max_connections=args.max_connections, heartbeat=args.heartbeat, ident=args.ident,
-        allow_clear_ident=not args.no_clear_ident, slow_threads=args.slow_threads, slow_policy=args.slow_policy,
-        max_pattern_cost=args.max_pattern_cost, max_filter_nodes=args.max_filter_nodes,
-        tls_cert=args.tls_cert, tls_key=args.tls_key,
-        tls_ca=args.tls_ca, tls_require_client_cert=args.tls_require_client_cert)
-
-
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -164,19 +92,13 @@ def _say(text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import is_loopback, start_es
 
-    settings = _settings(args)
+    settings = config.Settings.from_args(args)
     if not is_loopback(args.host) and settings.ident is None and not settings.tls:
         print(f"es: warning: listening on {args.host or 'all interfaces'} with neither passphrase nor TLS: "
               "anyone who can reach this port can publish and subscribe", file=sys.stderr, flush=True)
     ns_host = args.ns_host or (Pyro5.config.NS_HOST if args.ns_port else None)
-    from .backbone import URL_ENV, split_urls
-    backbone = split_urls(args.backbone or [os.environ.get(URL_ENV, "")])
-    if args.backbone_timeout <= 0:
-        raise ValueError("--backbone-timeout must be more than 0 seconds")
     server = start_es(args.host, args.port, settings=settings, use_ns=not args.no_ns,
-                      ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say,
-                      backbone=backbone or None, backbone_name=args.backbone_name,
-                      backbone_timeout=args.backbone_timeout, backbone_key=args.backbone_key)
+                      ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
     _say(f"URI: {server.uri}")

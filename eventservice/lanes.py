@@ -39,10 +39,10 @@ TICK = 0.005  # seconds between the watchdog's looks while calls are under way
 DEFAULT_THRESHOLD = 0.02  # seconds a call may take before its subscriber counts as slow
 GROW_AFTER = 0.005  # seconds every fast sender must have been busy before the lane grows
 MAX_FAST = 64  # fast senders at most, while the lane has grown
-FAST_IDLE_EXIT = 2.0  # seconds a fast sender beyond ``threads`` waits for work before it ends
+FAST_IDLE_EXIT = 1.0  # seconds a fast sender beyond ``threads`` waits for work before it ends
 QUICK_CALLS_TO_RETURN = 3  # quick calls in a row that bring a slow subscriber back to the fast lane
 MAX_DETACHED = 64  # detached calls under way at once, at most
-SLOW_IDLE_EXIT = 5.0  # seconds a slow sender waits for work before it ends
+SLOW_IDLE_EXIT = 2.0  # seconds a slow sender waits for work before it ends
 
 
 _IDLE = object()

@@ -16,15 +16,12 @@ from . import auth
 from .auth import Authority
 from .config import DEFAULT_HANDSHAKE_TIMEOUT, EVENTSERVICE_NAME
 from .daemon import GuardMixin
+from .errors import NameTakenError
 
 log = logging.getLogger(__name__)
 
 NS_TIMEOUT = 3.0  # seconds for one call to a name server
 NS_MAX_MESSAGE_SIZE = 1 << 20  # bytes of one request to the embedded name server
-
-
-class NameTakenError(RuntimeError):
-    """The name is registered by another Event Service that still answers."""
 
 
 def find_ns(host: Optional[str] = None, port: Optional[int] = None) -> Optional[Proxy]:
@@ -135,7 +132,7 @@ def claim_name(ns: Proxy, uri: URI, ident: Optional[str], replace: bool, name: s
         elif verdict is not None:
             if not replace:
                 raise NameTakenError(f"{name} is already registered by a running Event Service at {current} "
-                                     f"(use --replace to take it over)")
+                                     f"(use --replace to take it over)", name, str(current))
             log.warning("taking over %s from %s", name, current)
             _tell_replaced(current, uri, ident)
         else:

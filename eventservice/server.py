@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import Pyro5
 from Pyro5.core import URI
 
-from .backbone import DEFAULT_NAME as DEFAULT_BACKBONE_NAME, DEFAULT_TIMEOUT as DEFAULT_BACKBONE_TIMEOUT
 from .auth import Authority
-from .config import BACKBONE_KEY_ENV, DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
+from .config import DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
 from .daemon import GuardedDaemon
 from .naming import (RegistrationKeeper, claim_name, find_ns, release_name, start_embedded_ns)
 from .service import EventService
@@ -130,28 +128,24 @@ class EventServiceServer:
 def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Settings] = None,
              use_ns: bool = True, ns_host: Optional[str] = None, ns_port: Optional[int] = None,
              replace: bool = False, register_interval: float = DEFAULT_REGISTER_INTERVAL,
-             announce: Callable[[str], None] = log.info, backbone: Optional[Sequence[str]] = None,
-             backbone_name: str = DEFAULT_BACKBONE_NAME,
-             backbone_timeout: float = DEFAULT_BACKBONE_TIMEOUT,
-             backbone_key: Optional[str] = None) -> EventServiceServer:
+             announce: Callable[[str], None] = log.info) -> EventServiceServer:
     """Create an Event Service listening on ``host``:``port`` and, unless ``use_ns`` is
     false, register it as ``Pyro.EventService``. When no name server answers, one is
     started in this process at ``ns_host``/``ns_port`` (default: Pyro5's NS_HOST/NS_PORT).
-    Raises :class:`~eventservice.naming.NameTakenError` when a live service holds the
+    Raises :class:`~eventservice.errors.NameTakenError` when a live service holds the
     name and ``replace`` is false. Call ``loop()`` on the result to serve.
 
-    ``backbone``: URLs of an engine (NATS or Redis, see :mod:`eventservice.backbone`) that
-    joins this service to the event space ``backbone_name`` of other services; the engine
-    must answer within ``backbone_timeout`` seconds, before anything is served, or
-    :class:`~eventservice.backbone.BackboneError` is raised. ``backbone_key`` (default:
-    ``$EVENTSERVICE_BACKBONE_KEY``) signs this service's envelopes and makes it drop any
-    that are not signed with the same key."""
+    With ``settings.backbone`` (URLs of a NATS or Redis engine, see
+    :mod:`eventservice.backbone`) the service joins the event space
+    ``settings.backbone_name`` of other services; the engine must answer within
+    ``settings.backbone_timeout`` seconds, before anything is served, or
+    :class:`~eventservice.errors.BackboneError` is raised. ``settings.backbone_key`` signs
+    this service's envelopes and makes it drop any that are not signed with the same key."""
     settings = settings or Settings()
     link = None
-    if backbone:
+    if settings.backbone:
         from .backbone import open_backbone
-        key = backbone_key or os.environ.get(BACKBONE_KEY_ENV) or None
-        link = open_backbone(backbone, backbone_name, key=key)  # fails at once: bad URL, missing extra
+        link = open_backbone(settings.backbone, settings.backbone_name, key=settings.backbone_key)  # fails at once
     configure_pyro(settings)
     daemon = GuardedDaemon(host=host, port=port, authority=Authority(settings.ident, settings.allow_clear_ident),
                            handshake_timeout=settings.handshake_timeout,
@@ -159,12 +153,12 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
     service = EventService(settings)
     try:
         if link is not None:
-            link.start(service.deliver_remote, backbone_timeout)
+            link.start(service.deliver_remote, settings.backbone_timeout)
             service.forward = link.forward
             service.on_interest = link.set_interest
             service.stats_sections["backbone"] = link.stats
             link.set_interest(*service.index.interest())
-            announce(f"backbone: joined the event space {backbone_name!r} at {link.where or link.url}")
+            announce(f"backbone: joined the event space {settings.backbone_name!r} at {link.where or link.url}")
         uri = daemon.register(service, EVENTSERVICE_NAME)
         ns_uri = embedded_ns = keeper = None
         if use_ns:

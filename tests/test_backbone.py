@@ -296,6 +296,7 @@ def test_messages_arrive_as_a_local_subscriber_gets_them(cluster: Any, make_subs
     assert not any(s == "big" for s, _, _, _ in payloads(sinks["remote"]))
     stats = backbone_stats(a)
     assert stats["failed"] == 2, stats
+    a.wait_line("could not be forwarded", 10, stream="stderr")  # the reader of es's stderr may lag behind
     assert len([line for line in a.stderr if "could not be forwarded" in line]) == 1, a.output()
 
 

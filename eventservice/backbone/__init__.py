@@ -52,13 +52,12 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set
 from urllib.parse import unquote, urlsplit
 
 from .. import wire
-from ..config import PRESENCE_PREFIX
+from ..config import BACKBONE_URL_ENV as URL_ENV, DEFAULT_BACKBONE_NAME as DEFAULT_NAME, \
+    DEFAULT_BACKBONE_TIMEOUT as DEFAULT_TIMEOUT, PRESENCE_PREFIX
+from ..errors import BackboneError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAME = "eventservice"  # --backbone-name
-DEFAULT_TIMEOUT = 10.0  # --backbone-timeout: seconds to wait for the engine at start
-URL_ENV = "EVENTSERVICE_BACKBONE"  # the --backbone URL(s), when not given on the command line
 NATS_SCHEMES = ("nats", "tls")
 REDIS_SCHEMES = ("redis", "rediss")
 EXTRAS = {"nats": ("nats-py", "nats"), "redis": ("redis-py", "redis")}  # engine -> (library, extra)
@@ -77,12 +76,6 @@ Deliver = Callable[[List[Item]], None]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
-
-
-class BackboneError(Exception):
-    """The backbone cannot be used: a bad URL or name, a missing client library, an engine
-    that cannot be reached or refuses the credentials. The text is one line, without
-    passwords."""
 
 
 def split_urls(values: Sequence[str]) -> List[str]:
