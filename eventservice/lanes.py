@@ -8,10 +8,12 @@ hold the threads every other subscriber needs, so:
   lane grows by as many senders as wait (up to :data:`MAX_FAST` senders), so that a crowd of subscribers not yet known to be
   slow cannot keep the others waiting while they are found out; senders beyond ``threads``
   end after :data:`FAST_IDLE_EXIT` idle seconds;
-- a **watchdog** looks at them every :data:`TICK` seconds while any call is under way. A
-  call that has taken longer than ``threshold`` seconds is *detached*: its subscriber is
+- a **watchdog** looks at them every :data:`TICK` seconds while the lane is full (every
+  fast sender in a call; otherwise it sleeps and costs nothing). A
+  call that has taken longer than ``threshold`` seconds then is *detached*: its subscriber is
   marked slow, and a new fast sender takes the detached one's place at once, so the fast
-  lane never has fewer than ``threads`` senders for long;
+  lane never has fewer than ``threads`` senders for long. A call that took longer than
+  :data:`SLOW_CALL` seconds marks its subscriber slow too, crowded or not;
 - **slow senders** (at most ``slow_threads``, started when needed, ending after
   :data:`SLOW_IDLE_EXIT` idle seconds) serve the subscribers marked slow, so all the slow ones
   together hold at most that many threads. A slow subscriber whose calls are quick
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 TICK = 0.005  # seconds between the watchdog's looks while calls are under way
 DEFAULT_THRESHOLD = 0.02  # seconds a call may take before its subscriber counts as slow
 GROW_AFTER = 0.005  # seconds every fast sender must have been busy before the lane grows
+SLOW_CALL = 0.25  # seconds: a call this long marks its subscriber slow, even in an uncrowded lane
 MAX_FAST = 64  # fast senders at most, while the lane has grown
 FAST_IDLE_EXIT = 1.0  # seconds a fast sender beyond ``threads`` waits for work before it ends
 QUICK_CALLS_TO_RETURN = 3  # quick calls in a row that bring a slow subscriber back to the fast lane
@@ -63,9 +66,10 @@ class Lanes:
     """Fast and slow senders serving ``serve(obj)`` (see the module)."""
 
     def __init__(self, serve: Callable[[Any], None], threads: int, slow_threads: int,
-                 threshold: float = DEFAULT_THRESHOLD, name: str = "es-sender") -> None:
+                 threshold: float = DEFAULT_THRESHOLD, name: str = "es-sender", max_fast: int = MAX_FAST) -> None:
         self.serve = serve
         self.threads = threads
+        self.max_fast = max(max_fast, threads)
         self.slow_threads = slow_threads
         self.threshold = threshold
         self.name = name
@@ -77,7 +81,7 @@ class Lanes:
         self._detached = 0
         self._slow_idle = 0  # slow senders waiting for work
         self._in_flight = 0  # fast senders in a call
-        self._calls = threading.Event()  # set while _in_flight > 0
+        self._crowded = threading.Event()  # set while every fast sender is in a call
         self._stopping = False
         self.detaches = 0  # calls detached so far
         with self._lock:
@@ -96,6 +100,8 @@ class Lanes:
                     self._start("slow")
         else:
             self._fast_line.put(obj)
+            if self._in_flight - self._detached >= len(self._fast):  # no sender free: the watchdog must look
+                self._crowded.set()
 
     def counts(self) -> "dict[str, int]":
         """Threads of each kind now."""
@@ -111,7 +117,7 @@ class Lanes:
         for _ in range(len(senders) + self._detached + 1):
             self._fast_line.put(None)
             self._slow_line.put(None)
-        self._calls.set()
+        self._crowded.set()
         deadline = time.monotonic() + timeout
         for sender in senders:
             if sender.thread is not None and sender.thread is not threading.current_thread():
@@ -159,7 +165,8 @@ class Lanes:
                 with self._lock:
                     sender.current, sender.busy_since = obj, time.monotonic()
                     self._in_flight += 1
-                    self._calls.set()
+                    if self._in_flight - self._detached >= len(self._fast):  # none free: the watchdog looks
+                        self._crowded.set()
             try:
                 self.serve(obj)
             except Exception:  # serve() must not raise; a bug here must not kill the sender
@@ -170,11 +177,12 @@ class Lanes:
     def _after_fast_call(self, sender: _Sender) -> bool:
         """Bookkeeping after a fast sender's call; False if the sender is to end."""
         with self._lock:
+            obj, took = sender.current, time.monotonic() - sender.busy_since
             sender.current, sender.busy_since = None, 0.0
             self._in_flight -= 1
-            if self._in_flight == 0:
-                self._calls.clear()
             if not sender.detached:
+                if took > SLOW_CALL and obj is not None:
+                    self._mark_slow(obj)
                 return True
             self._detached -= 1
             sender.detached = False
@@ -192,7 +200,7 @@ class Lanes:
     # -- the watchdog ----------------------------------------------------------------------
     def _watch(self) -> None:
         while True:
-            self._calls.wait()
+            self._crowded.wait()
             if self._stopping:
                 return
             time.sleep(TICK)
@@ -203,14 +211,19 @@ class Lanes:
                             and self._detached < MAX_DETACHED:
                         self._detach(sender)
                 self._grow(now)
+                missing = self.threads - len(self._fast)
+                for _ in range(max(0, missing)):
+                    self._start("fast")  # in the place of the detached ones
+                if self._in_flight - self._detached < len(self._fast):
+                    self._crowded.clear()  # a sender is free: nobody waits for the watchdog
 
     def _grow(self, now: float) -> None:
         """Grow the fast lane (lock held) by a sender per waiting subscriber when all its
         senders have been busy a while."""
-        if self._stopping or self._fast_line.empty() or len(self._fast) >= MAX_FAST:
+        if self._stopping or self._fast_line.empty() or len(self._fast) >= self.max_fast:
             return
         if all(sender.busy_since and now - sender.busy_since > GROW_AFTER for sender in self._fast):
-            for _ in range(min(self._fast_line.qsize(), MAX_FAST - len(self._fast))):
+            for _ in range(min(self._fast_line.qsize(), self.max_fast - len(self._fast))):
                 self._start("fast")
 
     def _detach(self, sender: _Sender) -> None:
@@ -220,10 +233,12 @@ class Lanes:
         self._fast.remove(sender)
         self._detached += 1
         self.detaches += 1
-        obj = sender.current
-        if obj is not None and not obj.slow:
+        if sender.current is not None:
+            self._mark_slow(sender.current)
+
+    @staticmethod
+    def _mark_slow(obj: Any) -> None:
+        if not obj.slow:
             obj.slow = True
-            log.warning("subscriber %s is slow (a call took more than %.0f ms): served by the slow lane",
-                        getattr(obj, "key", obj), self.threshold * 1000)
-        if not self._stopping:
-            self._start("fast")
+            log.warning("subscriber %s is slow (its calls take long): served by the slow lane from now on",
+                        getattr(obj, "key", obj))
