@@ -44,7 +44,7 @@ from Pyro5.client import Proxy
 
 from . import auth, wire
 from .config import FALLBACK_SERIALIZER, FAST_SERIALIZER, Settings
-from .event import EVENT_CLASS_TAG, Event
+from .event import Event
 from .lanes import QUICK_CALLS_TO_RETURN, Lanes
 
 Item = wire.Item  # an event inside the service: (subject, msg, time), built once per event
@@ -416,7 +416,7 @@ class Dispatcher:
             except Exception as exc:
                 remote = hasattr(exc, "_pyroTraceback")
                 if isinstance(exc, errors.SerializeError) and mailbox.mode == MODE_EVENT \
-                        and EVENT_CLASS_TAG in str(exc):
+                        and wire.EVENT_CLASS_TAG in str(exc):
                     log.debug("subscriber %s cannot decode Event: sending dicts", mailbox.key)
                     mailbox.mode = MODE_DICT
                 elif isinstance(exc, (errors.SerializeError, TypeError, ValueError)) and not remote \

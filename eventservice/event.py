@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 from Pyro5.api import register_class_to_dict, register_dict_to_class
 
-EVENT_CLASS_TAG = "eventservice.Event"  # the "__class__" value on the wire
+from .wire import EVENT_CLASS_TAG, event_dict, event_fields, tagged_event_dict
 
 
 class Event:
@@ -43,15 +43,20 @@ class Event:
 
     def as_dict(self) -> Dict[str, Any]:
         """The plain form, as a client without ``eventservice`` receives it."""
-        return {"subject": self.subject, "msg": self.msg, "time": self.time}
+        return event_dict(self.subject, self.msg, self.time)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Event":
+        """The Event of a plain or tagged event dict; ValueError for a dict that is not one."""
+        return cls(*event_fields(data))
 
 
 def _event_to_dict(event: Event) -> Dict[str, Any]:
-    return {"__class__": EVENT_CLASS_TAG, "subject": event.subject, "msg": event.msg, "time": event.time}
+    return tagged_event_dict(event.subject, event.msg, event.time)
 
 
 def _dict_to_event(classname: str, data: Dict[str, Any]) -> Event:
-    return Event(data["subject"], data["msg"], data["time"])
+    return Event.from_dict(data)
 
 
 register_class_to_dict(Event, _event_to_dict)

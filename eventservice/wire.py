@@ -14,8 +14,10 @@ The forms:
 - **envelope** (one engine message of the backbone): origin, sequence number, a small dict
   of metadata and a delivery batch, optionally signed with HMAC-SHA256;
   :func:`pack_envelope` / :func:`unpack_envelope`.
-- **Event dict**: ``{"subject", "msg", "time"}``, what a client that never imported
-  eventservice receives (:func:`event_dict`).
+- **Event dicts**: ``{"subject", "msg", "time"}``, what a client that never imported
+  eventservice receives (:func:`event_dict`), and the same with the class tag Pyro5's
+  serializers use for an ``Event`` (:func:`tagged_event_dict`); :func:`event_fields` checks
+  either on the way in.
 
 msgpack carries None, bool, int, float, str, bytes, list and dict; extension types carry
 tuples, sets, frozensets and integers beyond 64 bits, so a message arrives as the same
@@ -237,7 +239,26 @@ def _serpent() -> Any:
     return serializers["serpent"]
 
 
-# -- the Event dict form ------------------------------------------------------------------------
+# -- the Event dict forms -------------------------------------------------------------------------
+EVENT_CLASS_TAG = "eventservice.Event"  # the "__class__" value of an Event in Pyro5's serializers
+
+
 def event_dict(subject: str, msg: Any, time: float) -> Dict[str, Any]:
     """The plain form of an event, for clients that cannot decode an ``Event``."""
     return {"subject": subject, "msg": msg, "time": time}
+
+
+def tagged_event_dict(subject: str, msg: Any, time: float) -> Dict[str, Any]:
+    """The form Pyro5's serializers give an ``Event``: the plain form and its class tag."""
+    return {"__class__": EVENT_CLASS_TAG, "subject": subject, "msg": msg, "time": time}
+
+
+def event_fields(data: Any) -> Tuple[str, Any, float]:
+    """(subject, msg, time) of an event dict (plain or tagged); ValueError for a dict that
+    is not one."""
+    if not isinstance(data, dict):
+        raise ValueError(f"an event must be a dict, not {type(data).__name__}")
+    subject, msg, when = data.get("subject"), data.get("msg"), data.get("time")
+    if type(subject) is not str or type(when) not in (float, int) or "msg" not in data:
+        raise ValueError("an event dict holds subject (str), msg and time (a number)")
+    return subject, msg, when

@@ -141,3 +141,16 @@ def test_an_envelope_carries_what_msgpack_cannot_in_serpent():
     items = [("s", Event("inner", 1, 2.0), 3.0)]
     [(subject, msg, when)] = wire.unpack_envelope(wire.pack_envelope("o", 1, items, KEY), KEY)[3]
     assert (subject, when) == ("s", 3.0) and msg == Event("inner", 1, 2.0)
+
+
+@pytest.mark.parametrize("data", [{"subject": "s", "msg": 1, "time": 2.0},
+                                  {"__class__": wire.EVENT_CLASS_TAG, "subject": "s", "msg": 1, "time": 2}])
+def test_an_event_dict_becomes_an_event(data):
+    assert Event.from_dict(data) == Event("s", 1, data["time"])
+
+
+@pytest.mark.parametrize("data", [{"subject": 1, "msg": 1, "time": 2.0}, {"subject": "s", "time": 2.0},
+                                  {"subject": "s", "msg": 1, "time": "now"}, ["s", 1, 2.0]], ids=repr)
+def test_a_dict_that_is_no_event_is_a_value_error(data):
+    with pytest.raises(ValueError):
+        Event.from_dict(data)
