@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 from typing import Any, Callable, Dict, List, Optional
@@ -143,9 +142,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_request(args: argparse.Namespace) -> int:
     _client_setup(args)
-    link = ServiceLink(config.ident_from_env(args.ident), args.esuri, timeout=args.timeout + config.DEFAULT_CLIENT_TIMEOUT)
+    link = ServiceLink(config.ident_from_env(args.ident), args.esuri,
+                       timeout=args.timeout + config.DEFAULT_CLIENT_TIMEOUT)
     try:
-        answer = link.call("request", args.subject, _message(args), args.timeout)
+        answer = link.call("request", args.subject, _message(args), args.timeout, serializer=config.FALLBACK_SERIALIZER)
     finally:
         link.reset()
     print(json.dumps(answer, default=str) if args.json else answer, flush=True)

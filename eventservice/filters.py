@@ -34,7 +34,8 @@ _MISSING = object()
 
 def compile_filter(spec: Any) -> Filter:
     """A callable ``message -> bool`` for ``spec``; ValueError if ``spec`` is not a filter.
-    It carries ``nodes``, the number of its conditions and combinators. A filter that is one equality (``["==", FIELD, VALUE]``) also carries ``equality`` =
+    It carries ``nodes``, the number of its conditions and combinators. A filter that is one
+    equality (``["==", FIELD, VALUE]``) also carries ``equality`` =
     (a getter of FIELD, VALUE), so that many of them can be looked up at once."""
     budget = [MAX_FILTER_NODES]
     passes = _compile(spec, 0, budget)

@@ -5,15 +5,15 @@ hold the threads every other subscriber needs, so:
 
 - ``threads`` **fast senders** serve the line of ready subscribers in turn. When all of them
   have been in a call for :data:`GROW_AFTER` seconds and subscribers wait in the line, the
-  lane grows by as many senders as wait (up to :data:`MAX_FAST` senders), so that a crowd of subscribers not yet known to be
-  slow cannot keep the others waiting while they are found out; senders beyond ``threads``
-  end after :data:`FAST_IDLE_EXIT` idle seconds;
-- a **watchdog** looks at them every :data:`TICK` seconds while the lane is full (every
-  fast sender in a call; otherwise it sleeps and costs nothing). A
-  call that has taken longer than ``threshold`` seconds then is *detached*: its subscriber is
-  marked slow, and a new fast sender takes the detached one's place at once, so the fast
-  lane never has fewer than ``threads`` senders for long. A call that took longer than
-  :data:`SLOW_CALL` seconds marks its subscriber slow too, crowded or not;
+  lane grows by as many senders as wait (up to :data:`MAX_FAST` senders), so that a crowd of
+  subscribers not yet known to be slow cannot keep the others waiting while they are found
+  out; senders beyond ``threads`` end after :data:`FAST_IDLE_EXIT` idle seconds;
+- a **watchdog** looks at them every :data:`TICK` seconds while the lane is full (every fast
+  sender in a call; otherwise it sleeps and costs nothing). A call that has taken longer than
+  ``threshold`` seconds then is *detached*: its subscriber is marked slow, and a new fast
+  sender takes the detached one's place at once, so the fast lane never has fewer than
+  ``threads`` senders for long. A call that took longer than :data:`SLOW_CALL` seconds marks
+  its subscriber slow too, full lane or not;
 - **slow senders** (at most ``slow_threads``, started when needed, ending after
   :data:`SLOW_IDLE_EXIT` idle seconds) serve the subscribers marked slow, so all the slow ones
   together hold at most that many threads. A slow subscriber whose calls are quick

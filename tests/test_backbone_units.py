@@ -57,33 +57,33 @@ def test_secrets_are_scrubbed_from_any_text() -> None:
 def test_packing_keeps_order_and_batches_runs() -> None:
     bb, rx = backbone(), backbone()
     items = [("A", 1, 1.0), ("a", 2, 1.0), ("b", 3, 1.0), ("A", 4, 1.0)] + [("c", n, 2.0) for n in range(2500)]
-    messages = bb._pack([items[:2], items[2:]])
+    messages = bb.packer.pack([items[:2], items[2:]])
     # case-insensitive subjects share an engine subject; runs are never reordered
     assert [n for _, _, n in messages] == [2, 1, 1, MAX_EVENTS_PER_MESSAGE, MAX_EVENTS_PER_MESSAGE, 500]
     assert messages[0][0] == messages[2][0] == bb.channel_of("a") and messages[1][0] == bb.channel_of("B")
     assert bb.channel_of("A").startswith("space.ev.") and " " not in bb.channel_of("with space. and dots")
     out = []
     for _, payload, _ in messages:
-        out += rx._decode(payload)
+        out += rx.unpacker.take(payload)
     assert out == items
 
 
 def test_serpent_only_for_events_msgpack_cannot_carry() -> None:
     bb, rx = backbone(), backbone()
     run = [("s", b"\x00", 1.0), ("s", Event("inner", 1, 2.0), 1.0), ("s", {"b": b"\x02", "t": (1, 2)}, 1.0)]
-    messages = bb._pack([run])
+    messages = bb.packer.pack([run])
     # an unsigned envelope: b"E3", no signature, then the body's kind (msgpack or serpent)
     assert [(payload[:4], n) for _, payload, n in messages] == [(b"E3\x00m", 1), (b"E3\x00s", 1), (b"E3\x00m", 1)]
     out = []
     for _, payload, _ in messages:
-        out += rx._decode(payload)
+        out += rx.unpacker.take(payload)
     assert out == run  # bytes stay bytes, tuples tuples, the Event an Event
 
 
 def test_too_large_event_is_left_out() -> None:
     bb = backbone()
-    bb._max_payload = lambda: 1000  # type: ignore[method-assign]
-    messages = bb._pack([[("s", "x" * 10, 1.0), ("s", "y" * 5000, 1.0), ("s", "z", 1.0)]])
+    bb.packer.max_payload = lambda: 1000
+    messages = bb.packer.pack([[("s", "x" * 10, 1.0), ("s", "y" * 5000, 1.0), ("s", "z", 1.0)]])
     assert [n for _, _, n in messages] == [1, 1]
 
 
@@ -92,32 +92,32 @@ def test_checks_on_the_way_in() -> None:
 
     def envelope(origin: str, seq: int, flat: list) -> bytes:
         return b"E3\x00m" + msgpack.packb([origin, seq, {}, flat])
-    assert rx._decode(b"garbage") is None and rx._decode(b"E3\x00mgarbage") is None
-    assert rx._decode(b"E3\x00m" + msgpack.packb([1, 2, 3])) is None
-    assert rx._decode(b"M1" + marshal.dumps(("other", 1, [("ok", 1, 1.0)]), 4)) is None  # never marshal
-    assert rx.invalid == 4
-    good = rx._decode(envelope("other", 1, ["ok", 1, 1.0, "list", 2, 2, "ES.Presence.x", 3, 1.0,
+    assert rx.unpacker.take(b"garbage") is None and rx.unpacker.take(b"E3\x00mgarbage") is None
+    assert rx.unpacker.take(b"E3\x00m" + msgpack.packb([1, 2, 3])) is None
+    assert rx.unpacker.take(b"M1" + marshal.dumps(("other", 1, [("ok", 1, 1.0)]), 4)) is None  # never marshal
+    assert rx.unpacker.invalid == 4
+    good = rx.unpacker.take(envelope("other", 1, ["ok", 1, 1.0, "list", 2, 2, "ES.Presence.x", 3, 1.0,
                                             "", 4, 1.0, "t", 5, "now", 1, 2, 3]))
-    assert good == [("ok", 1, 1.0), ("list", 2, 2)] and rx.invalid == 4 + 4
-    assert rx._decode(envelope("other", 2, ["ok", 1, 1.0, "short"])) is None and rx.invalid == 4 + 4 + 1
+    assert good == [("ok", 1, 1.0), ("list", 2, 2)] and rx.unpacker.invalid == 4 + 4
+    assert rx.unpacker.take(envelope("other", 2, ["ok", 1, 1.0, "short"])) is None and rx.unpacker.invalid == 4 + 4 + 1
     # a seq not above the last one from that origin is a duplicate; own messages are dropped
-    assert rx._decode(envelope("other", 1, ["ok", 1, 1.0])) is None and rx.duplicates == 1
-    assert rx._decode(envelope("other", 5, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
-    assert rx._decode(envelope("third", 1, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
-    own = bb._pack([[("ok", 1, 1.0)]])[0][1]
-    assert bb._decode(own) is None and rx._decode(own) == [("ok", 1, 1.0)]
+    assert rx.unpacker.take(envelope("other", 1, ["ok", 1, 1.0])) is None and rx.unpacker.duplicates == 1
+    assert rx.unpacker.take(envelope("other", 5, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
+    assert rx.unpacker.take(envelope("third", 1, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
+    own = bb.packer.pack([[("ok", 1, 1.0)]])[0][1]
+    assert bb.unpacker.take(own) is None and rx.unpacker.take(own) == [("ok", 1, 1.0)]
 
 
 def test_with_a_key_only_envelopes_signed_with_it_are_taken() -> None:
     signer, stranger = backbone(key="s3cret"), backbone()
     checker, other_key = backbone(key="s3cret"), backbone(key="another")
-    signed = signer._pack([[("ok", 1, 1.0)]])[0][1]
-    unsigned = stranger._pack([[("ok", 2, 1.0)]])[0][1]
-    assert checker._decode(signed) == [("ok", 1, 1.0)]
-    assert checker._decode(unsigned) is None and checker.forged == 1
-    assert other_key._decode(signed) is None and other_key.forged == 1
-    assert stranger._decode(signed) is None and stranger.forged == 1  # a key it does not have
-    assert checker.invalid == other_key.invalid == 0
+    signed = signer.packer.pack([[("ok", 1, 1.0)]])[0][1]
+    unsigned = stranger.packer.pack([[("ok", 2, 1.0)]])[0][1]
+    assert checker.unpacker.take(signed) == [("ok", 1, 1.0)]
+    assert checker.unpacker.take(unsigned) is None and checker.unpacker.forged == 1
+    assert other_key.unpacker.take(signed) is None and other_key.unpacker.forged == 1
+    assert stranger.unpacker.take(signed) is None and stranger.unpacker.forged == 1  # a key it does not have
+    assert checker.unpacker.invalid == other_key.unpacker.invalid == 0
     assert checker.stats()["forged"] == 1 and checker.stats()["signed"] is True
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn
 
 from .child import (IDENT_ENV, SUBJECT, Config, Control, Role, Tally, completion, publish_loop, publisher_report,
                     run_role, run_subscriber_loop, stride)
