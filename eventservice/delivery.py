@@ -48,6 +48,9 @@ from .event import Event
 from .lanes import QUICK_CALLS_TO_RETURN, Lanes
 
 Item = wire.Item  # an event inside the service: (subject, msg, time), built once per event
+# an event in a subscriber's queue: the event and, when several subscribers take it, its bytes
+# packed once (wire.pack_event), shared by all their queues
+Queued = Tuple[str, Any, float, Optional[bytes]]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class Mailbox:
         self.uri = proxy._pyroUri
         self.serializer = proxy._pyroSerializer or FALLBACK_SERIALIZER  # its callback proxy's choice, or serpent
         self.settings = settings
-        self.events: Deque[Item] = collections.deque()
+        self.events: Deque[Queued] = collections.deque()
         self.lock = threading.Lock()
         self.not_full = threading.Condition(self.lock)
         self.scheduled = False  # in a line or being served
@@ -196,7 +199,7 @@ class Dispatcher:
         return len(self._mailboxes)
 
     # -- posting -----------------------------------------------------------------------------
-    def post(self, key: Hashable, items: List[Item]) -> None:
+    def post(self, key: Hashable, items: List[Queued]) -> None:
         """Queue ``items``, in order, for subscriber ``key`` (an unknown key is skipped).
         May wait for room, as the overflow policy says."""
         mailbox = self._mailboxes.get(key)
@@ -305,7 +308,7 @@ class Dispatcher:
         elif seconds > SLOW_CALL and mailbox.batch_limit > 1:
             mailbox.batch_limit //= 2
 
-    def _send(self, mailbox: Mailbox, batch: List[Item]) -> "tuple[int, int]":
+    def _send(self, mailbox: Mailbox, batch: List[Queued]) -> "tuple[int, int]":
         """Deliver ``batch``; returns (delivered, dropped)."""
         try:
             proxy = self._proxy(mailbox)
@@ -389,7 +392,7 @@ class Dispatcher:
             except Exception:
                 pass
 
-    def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Item]) -> int:
+    def _call(self, mailbox: Mailbox, proxy: Proxy, batch: List[Queued]) -> int:
         """One call (or a few, after a subscriber's own error) carrying ``batch``."""
         if mailbox.mode == MODE_BATCH:
             for run, packed in _packed_runs(batch) if mailbox.packs else [(batch, None)]:
@@ -399,7 +402,7 @@ class Dispatcher:
                 # messages msgpack cannot carry: these as arguments, in serpent
                 chosen, proxy._pyroSerializer = proxy._pyroSerializer, FALLBACK_SERIALIZER
                 try:
-                    getattr(proxy, BATCH_METHOD)(run)
+                    getattr(proxy, BATCH_METHOD)([item[:3] for item in run])
                 finally:
                     proxy._pyroSerializer = chosen
             return len(batch)
@@ -437,11 +440,11 @@ class Dispatcher:
         return len(batch)
 
     @staticmethod
-    def _event_args(mailbox: Mailbox, pending: List[Item]) -> List[Any]:
+    def _event_args(mailbox: Mailbox, pending: List[Queued]) -> List[Any]:
         """The arguments of a plain subscriber's ``event()`` calls."""
         if mailbox.mode == MODE_DICT:
-            return [wire.event_dict(subject, msg, when) for subject, msg, when in pending]
-        return [Event(subject, msg, when) for subject, msg, when in pending]
+            return [wire.event_dict(subject, msg, when) for subject, msg, when, _ in pending]
+        return [Event(subject, msg, when) for subject, msg, when, _ in pending]
 
     def _count(self, delivered: int, dropped: int) -> None:
         with self._lock:
@@ -467,24 +470,26 @@ class Dispatcher:
         self.lanes.close(timeout)
 
 
-def _packed_runs(batch: List[Item]) -> List[Tuple[List[Item], Optional[bytes]]]:
+def _packed_runs(batch: List[Queued]) -> List[Tuple[List[Queued], Optional[bytes]]]:
     """``batch`` as consecutive runs, in order: (events, packed bytes) for events msgpack
     can carry, (events, None) for the others, so that one odd message does not change how
-    the rest of the batch travels; a packed run over PACKED_BYTES is split."""
-    packed = wire.pack(batch)
+    the rest of the batch travels; a packed run over PACKED_BYTES is split. Events packed
+    at hand-off are joined as they are."""
+    parts = [item[3] for item in batch]
+    packed = wire.pack_parts(parts) if None not in parts else wire.pack([item[:3] for item in batch])
     if packed is not None:
         if len(packed) > PACKED_BYTES and len(batch) > 1:
             half = len(batch) // 2
             return _packed_runs(batch[:half]) + _packed_runs(batch[half:])
         return [(batch, packed)]
-    runs: List[Tuple[List[Item], bool]] = []
+    runs: List[Tuple[List[Queued], bool]] = []
     for item in batch:
-        fits = wire.pack([item]) is not None
+        fits = item[3] is not None or wire.pack([item[:3]]) is not None
         if runs and runs[-1][1] == fits:
             runs[-1][0].append(item)
         else:
             runs.append(([item], fits))
-    out: List[Tuple[List[Item], Optional[bytes]]] = []
+    out: List[Tuple[List[Queued], Optional[bytes]]] = []
     for items, fits in runs:
         out.extend(_packed_runs(items) if fits else [(items, None)])
     return out

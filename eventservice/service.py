@@ -14,6 +14,7 @@ dispatcher) liveness checks of idle subscribers.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from Pyro5.client import Proxy
 
 from . import wire
 from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, PRESENCE_PREFIX, VERSION, Settings
-from .delivery import Dispatcher, Item
+from .delivery import Dispatcher, Item, Queued
 from .filters import compile_filter
 from .matching import SubscriptionIndex
 from .patterns import Pattern, compile_pattern
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 Forwarder = Callable[[List[Item]], None]  # receives (subject, msg, time) tuples
 MAX_GROUP_LENGTH = 128  # characters of a work-queue group name
+_PAIR_TYPES = frozenset((tuple, list))
+_first = operator.itemgetter(0)
 HAND_OFF_SLICE = 1000  # events queued for all their subscribers before the next ones
 
 # presence subjects
@@ -90,9 +93,20 @@ class EventService:
         TypeError for bytes that are not such a batch, before anything is published."""
         return self._accept(self._checked_batch(wire.unpack_publish(data)))
 
-    def _checked_batch(self, events: Any) -> List[Tuple[List[str], Any]]:
+    def _checked_batch(self, events: Any) -> Sequence[Tuple[Any, Any]]:
+        """``events`` checked: (subjects, message) pairs whose subjects are a str or a list
+        of str. The common case (one str subject each) is checked by C loops over the batch."""
         if not isinstance(events, (list, tuple)):
             raise TypeError("events must be a list of (subjects, message) pairs")
+        if not events:
+            return ()
+        if set(map(type, events)) <= _PAIR_TYPES and set(map(len, events)) == {2}:
+            subjects = list(map(_first, events))
+            if set(map(type, subjects)) == {str}:
+                lengths = set(map(len, subjects))
+                if min(lengths) > 0 and max(lengths) <= self.settings.max_subject_length:
+                    self._publishable(list(set(subjects)))  # each distinct subject once
+                    return events
         checked = []
         for item in events:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
@@ -100,12 +114,20 @@ class EventService:
             checked.append((self._publishable(item[0]), item[1]))
         return checked
 
-    def _accept(self, items: Sequence[Tuple[List[str], Any]]) -> int:
+    def _accept(self, items: Sequence[Tuple[Any, Any]]) -> int:
+        """Stamp the events of checked (subjects, message) pairs with one time, hand them off
+        and forward them."""
         now = time.time()
         accepted: List[Item] = []
-        for subjects, message in items:
-            for subject in subjects:
-                accepted.append((subject, message, now))
+        if set(map(type, map(_first, items))) == {str}:  # one subject each: the common case
+            accepted = [(subject, message, now) for subject, message in items]
+        else:
+            for subjects, message in items:
+                if type(subjects) is str:
+                    accepted.append((subjects, message, now))
+                    continue
+                for subject in subjects:
+                    accepted.append((subject, message, now))
         self._hand_off(accepted, self.index)
         with self._counter_lock:
             self.published += len(accepted)
@@ -121,16 +143,21 @@ class EventService:
             for start in range(0, len(events), HAND_OFF_SLICE):
                 self._hand_off(events[start:start + HAND_OFF_SLICE], index)
             return
-        route_of, targets = index.route, self.router.targets
-        per_subscriber: Dict[str, List[Item]] = {}
-        for event in events:
-            route = route_of(event[0])
-            for key in route.plain if route.simple else targets(route, event[1]):
+        route_of, targets, pack_event = index.route, self.router.targets, wire.pack_event
+        per_subscriber: Dict[str, List[Queued]] = {}
+        for subject, msg, when in events:
+            route = route_of(subject)
+            keys = route.plain if route.simple else targets(route, msg)
+            if not keys:
+                continue
+            # packed once here when several subscribers take it, not once per subscriber later
+            item = (subject, msg, when, pack_event(subject, msg, when) if len(keys) > 1 else None)
+            for key in keys:
                 queued = per_subscriber.get(key)
                 if queued is None:
-                    per_subscriber[key] = [event]
+                    per_subscriber[key] = [item]
                 else:
-                    queued.append(event)
+                    queued.append(item)
         post = self.dispatcher.post
         for key, queued in per_subscriber.items():
             post(key, queued)
@@ -160,7 +187,7 @@ class EventService:
         responders, others = self.responders.split(targets)
         post = self.dispatcher.post
         for key in others:
-            post(key, [(subject, message, now)])
+            post(key, [(subject, message, now, None)])
         return self.responders.ask(responders, {"subject": subject, "msg": message, "time": now}, timeout)
 
     # -- subscribing -------------------------------------------------------------------------

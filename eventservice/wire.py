@@ -137,6 +137,26 @@ def unpack(data: Any) -> List[Item]:
     return items
 
 
+def pack_event(subject: str, msg: Any, time: float) -> Optional[bytes]:
+    """One event packed on its own, for :func:`pack_parts` (None if the message cannot be):
+    an event going to several subscribers is packed once, not once per subscriber."""
+    packed = dumps([subject, msg, time])
+    return None if packed is None else packed[1:]  # without its array header (fixarray of 3)
+
+
+def pack_parts(parts: Sequence[bytes]) -> bytes:
+    """The delivery batch of events packed by :func:`pack_event` (what :func:`pack` gives
+    for the same events): an array header, then the parts as they are."""
+    n = 3 * len(parts)
+    if n <= 15:
+        header = bytes((0x90 | n,))
+    elif n <= 0xFFFF:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    return header + b"".join(parts)
+
+
 # -- publish batches ----------------------------------------------------------------------------
 def pack_publish(pairs: Sequence[Tuple[Any, Any]]) -> Optional[bytes]:
     """``(subjects, msg)`` pairs as bytes (subjects a str or a list of str), or None."""

@@ -154,3 +154,10 @@ def test_an_event_dict_becomes_an_event(data):
 def test_a_dict_that_is_no_event_is_a_value_error(data):
     with pytest.raises(ValueError):
         Event.from_dict(data)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 6, 1000, 21_846])  # array headers: fixarray, array 16, array 32
+def test_events_packed_one_by_one_join_into_the_same_batch(count):
+    items = [(f"s{n}", {"n": n, "t": (n, "x")}, float(n)) for n in range(count)]
+    joined = wire.pack_parts([wire.pack_event(*item) for item in items])
+    assert joined == wire.pack(items) and wire.unpack(joined) == items
