@@ -13,7 +13,7 @@ from .aio import AsyncPublisher, AsyncSubscriber, Subscription
 from .clients import Publisher, Subscriber
 from .config import EVENTSERVICE_NAME, VERSION as __version__, Settings
 from .event import Event
-from .naming import NameTakenError
+from .errors import NameTakenError
 from .server import EventServiceServer, start_es, start_es_loop
 from .service import EventService
 from .shortcuts import emit, register, unregister

@@ -181,7 +181,7 @@ class Settings:
             if group is None:
                 group = groups[meta["group"]] = parser.add_argument_group(meta["group"])
             flags = ([meta["short"]] if meta["short"] else []) + [flag_of(field.name)]
-            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+            default = field.default if field.default is not dataclasses.MISSING else []
             help_text = meta["help"] + _default_text(default, meta["env"])
             if field.type in ("bool", bool):
                 action = "store_false" if default else "store_true"

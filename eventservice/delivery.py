@@ -476,7 +476,7 @@ def _packed_runs(batch: List[Queued]) -> List[Tuple[List[Queued], Optional[bytes
     the rest of the batch travels; a packed run over PACKED_BYTES is split. Events packed
     at hand-off are joined as they are."""
     parts = [item[3] for item in batch]
-    packed = wire.pack_parts(parts) if None not in parts else wire.pack([item[:3] for item in batch])
+    packed = wire.pack_parts(parts) if None not in parts else wire.pack([item[:3] for item in batch])  # type: ignore[arg-type]
     if packed is not None:
         if len(packed) > PACKED_BYTES and len(batch) > 1:
             half = len(batch) // 2

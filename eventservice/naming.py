@@ -53,7 +53,7 @@ def _bind_ns(host: str, port: int) -> Tuple[Optional[Proxy], bool]:
         return None, False
 
 
-class GuardedNameServerDaemon(GuardMixin, NameServerDaemon):
+class GuardedNameServerDaemon(GuardMixin, NameServerDaemon):  # type: ignore[misc]
     """Pyro5's name server daemon behind the guards of :mod:`eventservice.daemon` (no marshal,
     a bounded handshake, idle connections closed when room runs short)."""
 

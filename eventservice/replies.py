@@ -51,7 +51,8 @@ class Responders:
     def split(self, keys: Iterable[Hashable]) -> Tuple[List[Hashable], List[Hashable]]:
         """(responders, others) among ``keys``; finding out costs one connection each,
         the first time."""
-        responders, others = [], []
+        responders: List[Hashable] = []
+        others: List[Hashable] = []
         for key in keys:
             known = self._can_respond.get(key)
             if known is None:

@@ -168,6 +168,8 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
                                                         ns_port or Pyro5.config.NS_PORT)
                 announce(f"no name server answered: started a name server at {ns_uri}")
                 ns = find_ns(ns_uri.host, ns_uri.port)
+                if ns is None:
+                    raise RuntimeError(f"the name server started at {ns_uri} does not answer")
             else:
                 ns_uri = ns._pyroUri
             try:

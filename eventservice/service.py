@@ -18,7 +18,7 @@ import operator
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Hashable, List, Optional, Sequence, Tuple
 
 from Pyro5.api import expose
 from Pyro5.client import Proxy
@@ -144,7 +144,7 @@ class EventService:
                 self._hand_off(events[start:start + HAND_OFF_SLICE], index)
             return
         route_of, targets, pack_event = index.route, self.router.targets, wire.pack_event
-        per_subscriber: Dict[str, List[Queued]] = {}
+        per_subscriber: Dict[Hashable, List[Queued]] = {}
         for subject, msg, when in events:
             route = route_of(subject)
             keys = route.plain if route.simple else targets(route, msg)
@@ -202,8 +202,10 @@ class EventService:
         key = self._key(subscriber)
         presence = [n for n in names if n.casefold().startswith(PRESENCE_PREFIX)]
         ordinary = [n for n in names if not n.casefold().startswith(PRESENCE_PREFIX)]
-        self._change(key, subscriber, lambda: (self.index.add_subjects(key, ordinary, options),
-                                               self.presence.add_subjects(key, presence, options)))
+        def change() -> None:
+            self.index.add_subjects(key, ordinary, options)
+            self.presence.add_subjects(key, presence, options)
+        self._change(key, subscriber, change)
 
     def subscribeMatch(self, patterns: Any, subscriber: Any, group: Any = None, filter: Any = None) -> None:
         """Subscribe ``subscriber`` to regex patterns (``re.IGNORECASE``, ``re.match``), with
@@ -214,8 +216,10 @@ class EventService:
         key = self._key(subscriber)
         presence = [p for p in compiled if _is_presence_pattern(p)]
         ordinary = self.index.prepare(p for p in compiled if not _is_presence_pattern(p))  # costly: no lock held
-        self._change(key, subscriber, lambda: (self.index.add_patterns(key, ordinary, options),
-                                               self.presence.add_patterns(key, presence, options)))
+        def change() -> None:
+            self.index.add_patterns(key, ordinary, options)
+            self.presence.add_patterns(key, presence, options)
+        self._change(key, subscriber, change)
 
     def unsubscribe(self, subjects: Any, subscriber: Any) -> None:
         """Remove exact subscriptions (case-insensitive) and pattern subscriptions given by
@@ -228,7 +232,8 @@ class EventService:
             self.index.remove(key, names)
             self.presence.remove(key, names)
             announcement = self._after_change(key, had=True)
-        self._announce(announcement, key)
+        if announcement is not None:
+            self._announce(announcement, key)
 
     def _change(self, key: str, subscriber: Proxy, change: Callable[[], Any]) -> None:
         announcement = None

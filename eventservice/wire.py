@@ -66,7 +66,8 @@ def _default(obj: Any) -> Any:
 
 
 def _dumps(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, strict_types=True, default=_default)
+    packed: bytes = msgpack.packb(value, use_bin_type=True, strict_types=True, default=_default)
+    return packed
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -110,7 +111,7 @@ def loads(data: Any) -> Any:
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"packed data must be bytes, not {type(data).__name__}")
     try:
-        return _loads(data)
+        return _loads(bytes(data))
     except WireError:
         raise
     except Exception as exc:  # msgpack's errors, unhashable keys, bad digits, recursion
@@ -279,6 +280,6 @@ def event_fields(data: Any) -> Tuple[str, Any, float]:
     if not isinstance(data, dict):
         raise ValueError(f"an event must be a dict, not {type(data).__name__}")
     subject, msg, when = data.get("subject"), data.get("msg"), data.get("time")
-    if type(subject) is not str or type(when) not in (float, int) or "msg" not in data:
+    if not isinstance(subject, str) or type(when) not in (float, int) or "msg" not in data:
         raise ValueError("an event dict holds subject (str), msg and time (a number)")
-    return subject, msg, when
+    return subject, msg, float(when)  # type: ignore[arg-type]

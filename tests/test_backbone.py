@@ -186,7 +186,8 @@ def test_subscriptions_change_while_events_flow(kind: str, cluster: Any, make_su
         wait_for(lambda: backbone_stats(es[1])["whole_space"], 5, "es1 to take the whole space")
         wait_for(lambda: len(payloads(pattern)) >= 30, 10, "events at the pattern subscriber")
         with es[1].proxy() as service:
-            service.unsubscribe([r"flow\.b$"], Pyro5.api.Proxy(plain_daemon.daemon.uriFor(object_of(plain_daemon, pattern))))
+            owner = plain_daemon.daemon.uriFor(object_of(plain_daemon, pattern))
+            service.unsubscribe([r"flow\.b$"], Pyro5.api.Proxy(owner))
         wait_for(lambda: not backbone_stats(es[1])["whole_space"], 5, "es1 to route exact subjects again")
         stopped_at = len(payloads(pattern))
         t2 = time.time()

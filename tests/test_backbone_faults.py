@@ -50,7 +50,8 @@ def complete(sink: Sink, flow: Flow, subject: str) -> None:
     expected = [q for s, q in flow.published if s == subject]
     got = seqs(sink, subject)
     assert got == expected, f"{sink.name}: {len(got)} events, expected {len(expected)}; " \
-                            f"first difference at {next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), None)}"
+                            f"first difference at "
+                            f"{next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), None)}"
 
 
 def outage_lines(proc: Any) -> List[List[str]]:

@@ -37,7 +37,8 @@ def test_asyncio_typed_example(es, cluster):
 
 def test_examples_fail_without_a_service(cluster):
     """No es (nor name server): each example says so and exits non-zero by itself, in time."""
-    procs = [cluster.spawn([sys.executable, str(EXAMPLES / name)], name) for name in ("handlers.py", "asyncio_typed.py")]
+    procs = [cluster.spawn([sys.executable, str(EXAMPLES / name)], name)
+             for name in ("handlers.py", "asyncio_typed.py")]
     for proc in procs:
         assert proc.wait_exit(30) != 0, proc.output()
         proc.kill()

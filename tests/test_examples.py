@@ -48,7 +48,8 @@ class Interactive:
             if text in self.stdout:
                 return True
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited before printing {text!r}:\n" + "\n".join(self.stdout + self.stderr))
+                raise AssertionError(f"{self.name} exited before printing {text!r}:\n"
+                                     + "\n".join(self.stdout + self.stderr))
             return False
         wait_for(seen, timeout, f"{self.name} to print {text!r}")
 

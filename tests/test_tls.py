@@ -161,9 +161,9 @@ def test_subscriber_and_publisher_over_tls_callbacks_are_tls(cluster: Cluster, c
     sub.wait_line("^READY$", 30)
     result = client_call(cluster, "publish", es.uri, "TLS.News", "5", env=tls_env(certs.ca))
     assert result["ok"], result
-    wait_for(lambda: len([l for l in sub.stdout if l.startswith("{")]) >= 5, 20,
+    wait_for(lambda: len([line for line in sub.stdout if line.startswith("{")]) >= 5, 20,
              f"5 events at the TLS subscriber:\n{sub.output()}")
-    events = [json.loads(l) for l in sub.stdout if l.startswith("{")]
+    events = [json.loads(line) for line in sub.stdout if line.startswith("{")]
     assert [e["msg"]["seq"] for e in events] == [0, 1, 2, 3, 4]
     assert all(e["subject"] == "TLS.News" for e in events)
 

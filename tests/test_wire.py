@@ -131,7 +131,8 @@ def test_a_changed_byte_breaks_the_signature():
 
 @pytest.mark.parametrize("data", [b"", b"M1" + marshal.dumps(("o", 1, ITEMS)), b"E3\x00m\xdd\xff\xff\xff\xff",
                                   b"E3\x07", b"E3\x00q" + b"x" * 10, b"E3\x00m" + msgpack.packb([1, 2, 3, 4])],
-                         ids=["empty", "the old marshal form", "lying length", "bad flag", "bad body kind", "bad fields"])
+                         ids=["empty", "the old marshal form", "lying length", "bad flag", "bad body kind",
+                              "bad fields"])
 def test_malformed_envelopes_are_wire_errors(data):
     with pytest.raises(wire.WireError):
         wire.unpack_envelope(data, None)

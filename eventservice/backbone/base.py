@@ -60,8 +60,8 @@ class Backbone:
         self._interest: Tuple[FrozenSet[str], bool] = (frozenset(), False)
         self._interest_scheduled = False
         self._wanted_cache: Optional[Tuple[Any, FrozenSet[str]]] = None
-        self._interest_task: Optional[asyncio.Task] = None
-        self._pump_task: Optional[asyncio.Task] = None
+        self._interest_task: "Optional[asyncio.Task[None]]" = None
+        self._pump_task: "Optional[asyncio.Task[None]]" = None
         self._channels: Dict[str, str] = {}  # subject as spelled -> engine subject
         self.packer = Packer(self.origin, self._key, self.channel_of, self._max_payload, self.url)
         self.unpacker = Unpacker(self.origin, self._key, self.url)  # used by the inbound thread only

@@ -38,7 +38,7 @@ class RedisBackbone(Backbone):
         self._client: Any = None
         self._pubsub: Any = None
         self._subscribed: Set[str] = set()  # channels and (the wildcard) patterns held now
-        self._reader: Optional[asyncio.Task] = None
+        self._reader: "Optional[asyncio.Task[None]]" = None
         self._reset = False  # the publisher failed: the reader reconnects
 
     def _channel(self, digest: str) -> str:

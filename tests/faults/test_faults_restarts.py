@@ -120,7 +120,7 @@ def test_es_killed_and_restarted_under_running_clients(cluster):
         p.signal(signal.SIGCONT)
     for sub, count in zip(subs, counts):
         for src in ("plain", "batch"):
-            wait_for(lambda: len([l for l in sub.stdout[count:] if f'"src": "{src}"' in l]) >= 50, 30,
+            wait_for(lambda: len([line for line in sub.stdout[count:] if f'"src": "{src}"' in line]) >= 50, 30,
                      f"{sub.name} to receive from {src} through the new es")
     for p in publishers:
         p.signal(signal.SIGTERM)

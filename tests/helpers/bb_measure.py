@@ -27,7 +27,8 @@ from eventservice import Subscriber
 n, rate = int(sys.argv[2]), float(sys.argv[3])
 class S(Subscriber):
     def __init__(self):
-        super().__init__(esURI=sys.argv[1]); self.got = 0; self.first = None; self.lat = []; self.done = threading.Event()
+        super().__init__(esURI=sys.argv[1])
+        self.got = 0; self.first = None; self.lat = []; self.done = threading.Event()
     def event(self, e):
         now = time.time()
         if e.msg.get("warmup"):

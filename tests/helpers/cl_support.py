@@ -86,7 +86,8 @@ def wait_back_to(baseline_threads: List[str], baseline_sockets: List[Any], timeo
     """Wait until threads and sockets are those of the baseline (TIME_WAIT does not count)."""
     def settled() -> bool:
         open_now = [s for s in sockets() if s[2] != psutil.CONN_TIME_WAIT]
-        return threads() == baseline_threads and open_now == [s for s in baseline_sockets if s[2] != psutil.CONN_TIME_WAIT]
+        settled = [s for s in baseline_sockets if s[2] != psutil.CONN_TIME_WAIT]
+        return threads() == baseline_threads and open_now == settled
     try:
         wait_for(settled, timeout, "threads and sockets back to the baseline")
     except AssertionError:

@@ -162,6 +162,7 @@ def test_backbone_survives_crash_bytes_and_garbage(cluster):
     assert_alive(es_a)
     after = backbone(es_a)
     counted = {k: after.get(k, 0) - before.get(k, 0) for k in ("forged", "invalid")}
-    report = f"injected {len(payloads)} messages; counters moved {counted}; es listen printed {len(listener.stdout)} lines"
+    report = (f"injected {len(payloads)} messages; counters moved {counted}; "
+              f"es listen printed {len(listener.stdout)} lines")
     print(report)
     assert counted["forged"] + counted["invalid"] >= len(payloads), report

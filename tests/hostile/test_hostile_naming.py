@@ -251,7 +251,7 @@ def test_es_with_a_passphrase_replaces_an_impostor(cluster):
         wait_for(lambda: any("warn" in line.lower() for line in es.stderr), 10, "a warning on es's stderr")
         leaked = leaked_forms(impostor.data(), SECRET)
         assert not leaked, f"es handed the passphrase to the impostor as {leaked[:3]}"
-        print(f"replaced the impostor; es warned: {[l for l in es.stderr if 'warn' in l.lower()][:1]}")
+        print(f"replaced the impostor; es warned: {[line for line in es.stderr if 'warn' in line.lower()][:1]}")
         assert_alive(es)
     finally:
         impostor.close()
