@@ -49,9 +49,8 @@ def complete(sink: Sink, flow: Flow, subject: str) -> None:
     """``sink`` got every event of ``flow`` on ``subject``, once, in order."""
     expected = [q for s, q in flow.published if s == subject]
     got = seqs(sink, subject)
-    assert got == expected, f"{sink.name}: {len(got)} events, expected {len(expected)}; " \
-                            f"first difference at "
-                            f"{next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), None)}"
+    first = next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y), None)
+    assert got == expected, f"{sink.name}: {len(got)} events, expected {len(expected)}; first difference at {first}"
 
 
 def outage_lines(proc: Any) -> List[List[str]]:
