@@ -1,24 +1,31 @@
 """What eventservice assumes of its dependencies beyond their documented API
-(eventservice/_compat): these fail loudly when an upstream change breaks an assumption."""
+(eventservice/_compat): these fail loudly, naming the assumption, when an upstream change
+breaks one."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import random
+import socket
 import struct
 import sys
+import threading
 import zlib
-from typing import Any, List
+from typing import Any, Iterator, List
 
 import pytest
-from Pyro5 import config, errors, protocol, serializers
+import serpent
+from Pyro5 import config, errors, protocol, serializers, socketutil, svr_multiplex, svr_threads
+from Pyro5.client import Proxy
+from Pyro5.server import Daemon, expose
 
 import eventservice  # noqa: F401  (hardens Pyro5)
 from eventservice._compat import pyro5 as compat
-from eventservice.daemon import HEADER_FORMAT, HEADER_SIZE
+from eventservice._compat import serpent as compat_serpent
 
-from conftest import HELPERS
+from conftest import HELPERS, HOST
 
 sys.path.insert(0, str(HELPERS))
 from bb_kit import NatsCluster, nats_server_binary  # noqa: E402
@@ -30,8 +37,10 @@ def params(function: Any) -> List[str]:
     return list(inspect.signature(function).parameters)
 
 
+# -- Pyro5: hardening ---------------------------------------------------------------------------
+
 def test_importing_eventservice_hardens_pyro5() -> None:
-    assert compat.is_hardened()
+    assert compat.is_hardened(), BROKEN.format("pyro5.py") + "harden() no longer takes effect"
 
 
 def test_marshal_neither_encodes_nor_decodes() -> None:
@@ -49,17 +58,10 @@ def test_pyro5_still_keeps_its_serializers_where_we_replace_them() -> None:
     assert serializers.serializers_by_id[1].serializer_id == 1
 
 
-def test_the_wire_header_is_the_one_the_daemon_parses() -> None:
-    assert (HEADER_FORMAT, HEADER_SIZE) == ("!4sHBBHHII16sHH", 40)
-    header = protocol.SendingMessage(protocol.MSG_INVOKE, 0, 7, 1, b"payload").data[:HEADER_SIZE]
-    fields = struct.unpack(HEADER_FORMAT, header)
-    assert (fields[0], fields[2], fields[3], fields[5], fields[6]) == (b"PYRO", protocol.MSG_INVOKE, 1, 7, 7)
-
-
 def test_decompression_stops_at_the_message_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", 1 << 20)
     bomb = zlib.compress(b"\0" * (64 << 20))
-    header = struct.pack(HEADER_FORMAT, b"PYRO", protocol.PROTOCOL_VERSION, protocol.MSG_RESULT, 1,
+    header = struct.pack(compat.HEADER_FORMAT, b"PYRO", protocol.PROTOCOL_VERSION, protocol.MSG_RESULT, 1,
                          protocol.FLAGS_COMPRESSED, 1, len(bomb), 0, b"\0" * 16, 0, 0x4DC5)
     message = protocol.ReceivingMessage(header)
     with pytest.raises(errors.ProtocolError, match="inflates beyond"):
@@ -69,11 +71,180 @@ def test_decompression_stops_at_the_message_size_limit(monkeypatch: pytest.Monke
 def test_decompression_within_the_limit_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", 1 << 20)
     data = zlib.compress(b"x" * 1000)
-    header = struct.pack(HEADER_FORMAT, b"PYRO", protocol.PROTOCOL_VERSION, protocol.MSG_RESULT, 1,
+    header = struct.pack(compat.HEADER_FORMAT, b"PYRO", protocol.PROTOCOL_VERSION, protocol.MSG_RESULT, 1,
                          protocol.FLAGS_COMPRESSED, 1, len(data), 0, b"\0" * 16, 0, 0x4DC5)
     message = protocol.ReceivingMessage(header)
     message.add_payload(data)
     assert bytes(message.data) == b"x" * 1000
+
+
+# -- Pyro5: internals the daemon, the proxies and typed events use -----------------------------
+
+@expose
+class Echo:
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+@pytest.fixture
+def served() -> Iterator[Any]:
+    """A plain Pyro5 daemon on loopback serving an Echo, and the Echo's URI."""
+    daemon = Daemon(host=HOST, port=0)
+    uri = daemon.register(Echo, "echo")
+    thread = threading.Thread(target=daemon.requestLoop, daemon=True)
+    thread.start()
+    try:
+        yield daemon, uri
+    finally:
+        daemon.shutdown()
+        thread.join(5)
+        daemon.close()
+
+
+def test_the_wire_header_is_the_one_the_daemon_parses() -> None:
+    assert (compat.HEADER_FORMAT, compat.HEADER_SIZE) == ("!4sHBBHHII16sHH", 40), \
+        BROKEN.format("pyro5.py") + "Pyro5's wire header (protocol._header_format) has other fields"
+    header = protocol.SendingMessage(protocol.MSG_INVOKE, 0, 7, 1, b"payload").data[:compat.HEADER_SIZE]
+    fields = struct.unpack(compat.HEADER_FORMAT, header)
+    assert (fields[0], fields[2], fields[3], fields[5], fields[6]) == (b"PYRO", protocol.MSG_INVOKE, 1, 7, 7), \
+        BROKEN.format("pyro5.py") + "the header fields are no longer in the order the guarded daemon reads"
+
+
+def test_the_socket_servers_call_the_connection_hook() -> None:
+    assert params(Daemon._handshake) == ["self", "conn", "denied_reason"], \
+        BROKEN.format("pyro5.py") + "Daemon._handshake(conn, denied_reason=None) changed"
+    for server in (svr_threads, svr_multiplex):
+        assert "self.daemon._handshake(" in inspect.getsource(server), \
+            BROKEN.format("pyro5.py") + f"{server.__name__} no longer calls Daemon._handshake for new connections"
+
+
+@pytest.mark.parametrize("servertype", ["thread", "multiplex"])
+def test_a_connection_hook_sees_every_new_connection(monkeypatch: pytest.MonkeyPatch, servertype: str) -> None:
+    monkeypatch.setattr(config, "SERVERTYPE", servertype)
+    seen: List[Any] = []
+
+    class Hooked(compat.ConnectionHook, Daemon):
+        def on_connect(self, conn: Any, denied_reason: Any = None) -> bool:
+            seen.append(conn)
+            return Daemon._handshake(self, conn, denied_reason)  # Pyro5's own, for this test
+
+    daemon = Hooked(host=HOST, port=0)
+    uri = daemon.register(Echo, "echo")
+    thread = threading.Thread(target=daemon.requestLoop, daemon=True)
+    thread.start()
+    try:
+        for _ in range(2):
+            with Proxy(uri) as proxy:
+                proxy._pyroTimeout = 5
+                assert proxy.echo(1) == 1
+        assert len(seen) == 2, BROKEN.format("pyro5.py") + \
+            f"the {servertype} server no longer hands each new connection to Daemon._handshake"
+    finally:
+        daemon.shutdown()
+        thread.join(5)
+        daemon.close()
+
+
+def test_metadata_is_what_a_handshake_answers(served: Any) -> None:
+    daemon, uri = served
+    meta = compat.metadata(daemon, uri.object)
+    assert "echo" in meta["methods"], BROKEN.format("pyro5.py") + \
+        "Daemon.objectsById[DAEMON_NAME].get_metadata(object_id) no longer gives an object's methods"
+
+
+def test_send_exception_answers_a_request_with_the_error() -> None:
+    assert params(Daemon._sendExceptionResponse)[:6] == ["self", "connection", "seq", "serializer_id",
+                                                        "exc_value", "tbinfo"], \
+        BROKEN.format("pyro5.py") + "Daemon._sendExceptionResponse(conn, seq, serializer_id, exc, tbinfo) changed"
+    daemon = Daemon(host=HOST, port=0)
+    ours, theirs = socket.socketpair()
+    try:
+        compat.send_exception(daemon, socketutil.SocketConnection(ours), 9, 1, ValueError("refused"))
+        theirs.settimeout(5)
+        reply = protocol.recv_stub(socketutil.SocketConnection(theirs), [protocol.MSG_RESULT])
+        error = serializers.serializers_by_id[1].loads(reply.data)
+        assert reply.seq == 9 and reply.flags & protocol.FLAGS_EXCEPTION, \
+            BROKEN.format("pyro5.py") + "_sendExceptionResponse no longer answers with an exception result"
+        assert isinstance(error, ValueError) and str(error) == "refused"
+    finally:
+        ours.close()
+        theirs.close()
+        daemon.close()
+
+
+def test_invoke_calls_from_validate_handshake(served: Any) -> None:
+    """auth.AuthProxy sends its proof from _pyroValidateHandshake, by name, unlisted."""
+    assert params(Proxy._pyroInvoke)[:4] == ["self", "methodname", "vargs", "kwargs"], \
+        BROKEN.format("pyro5.py") + "Proxy._pyroInvoke(methodname, vargs, kwargs) changed"
+    _, uri = served
+    answers: List[Any] = []
+
+    class Proving(Proxy):
+        def _pyroValidateHandshake(self, response: Any) -> None:
+            answers.append(compat.invoke(self, "echo", ("proof",)))
+            with pytest.raises(AttributeError):  # not in the metadata: still sent, refused remotely
+                compat.invoke(self, "_es_unlisted", ())
+            answers.append("sent")
+
+    with Proving(uri) as proxy:
+        proxy._pyroTimeout = 5
+        proxy._pyroBind()
+        assert answers == ["proof", "sent"], \
+            BROKEN.format("pyro5.py") + "a call from _pyroValidateHandshake no longer goes out on the new connection"
+        assert proxy.echo(2) == 2, BROKEN.format("pyro5.py") + "calls from the handshake put the proxy out of step"
+
+
+def test_the_proxy_attributes_the_package_reads(served: Any) -> None:
+    _, uri = served
+    with Proxy(uri) as proxy:
+        proxy._pyroTimeout = 5
+        assert proxy._pyroConnection is None
+        proxy._pyroBind()
+        assert isinstance(proxy._pyroConnection.sock, socket.socket), \
+            BROKEN.format("pyro5.py") + "Proxy._pyroConnection.sock (clients._is_stale) is gone"
+        assert proxy._pyroUri == uri and "echo" in proxy._pyroMethods, \
+            BROKEN.format("pyro5.py") + "Proxy._pyroUri / _pyroMethods are gone"
+    for server in (svr_threads.SocketServer_Threadpool, svr_multiplex.SocketServer_Multiplex):
+        assert callable(getattr(server, "wakeup", None)), \
+            BROKEN.format("pyro5.py") + f"{server.__name__}.wakeup() is gone"
+
+
+def test_classes_registered_to_dict_are_found() -> None:
+    class Custom:
+        pass
+
+    serializers.SerializerBase.register_class_to_dict(Custom, lambda obj: {}, serpent_too=False)
+    try:
+        assert Custom in compat.dict_classes(), BROKEN.format("pyro5.py") + \
+            "SerializerBase no longer keeps register_class_to_dict's classes in __custom_class_to_dict_registry"
+    finally:
+        serializers.SerializerBase.unregister_class_to_dict(Custom)
+    assert Custom not in compat.dict_classes()
+
+
+# -- serpent ----------------------------------------------------------------------------------
+
+def test_serpent_tells_which_types_it_encodes() -> None:
+    dispatched = compat_serpent.dispatched_types()
+    assert dispatched is not None, BROKEN.format("serpent.py") + "serpent.Serializer.dispatch is gone"
+    assert {float, list, tuple, dict, set, frozenset, BaseException} <= set(dispatched), \
+        BROKEN.format("serpent.py") + "serpent.Serializer.dispatch is no longer keyed by the types it encodes"
+    assert object not in dispatched
+
+
+def test_serpent_tells_which_classes_have_a_serializer() -> None:
+    assert enum.Enum in compat_serpent.special_classes(), \
+        BROKEN.format("serpent.py") + "serpent._special_classes_registry is gone or holds other keys"
+
+    class Custom:
+        pass
+
+    serpent.register_class(Custom, lambda *args: None)
+    try:
+        assert Custom in compat_serpent.special_classes(), \
+            BROKEN.format("serpent.py") + "register_class no longer records classes in _special_classes_registry"
+    finally:
+        serpent.unregister_class(Custom)
 
 
 # -- nats-py ----------------------------------------------------------------------------------
