@@ -8,6 +8,7 @@ import asyncio
 import enum
 import inspect
 import random
+import re
 import socket
 import struct
 import sys
@@ -24,6 +25,7 @@ from Pyro5.server import Daemon, expose
 import eventservice  # noqa: F401  (hardens Pyro5)
 from eventservice._compat import pyro5 as compat
 from eventservice._compat import serpent as compat_serpent
+from eventservice._compat import sre
 
 from conftest import HELPERS, HOST
 
@@ -245,6 +247,51 @@ def test_serpent_tells_which_classes_have_a_serializer() -> None:
             BROKEN.format("serpent.py") + "register_class no longer records classes in _special_classes_registry"
     finally:
         serpent.unregister_class(Custom)
+
+
+# -- re's parser ------------------------------------------------------------------------------
+
+def test_the_parse_tree_has_the_shape_patterns_rely_on() -> None:
+    c = sre.constants
+    items, flags = sre.parse(r"ab[^x-z\d]\w.(cx|dy)*?e{2,5}[^q](?i:f)+(?=g)(?!h)(k)(?(1)m|n)\1$", re.IGNORECASE)
+    shape = BROKEN.format("sre.py") + "re's parse tree changed: {}"
+    assert flags & re.IGNORECASE, shape.format("state.flags lacks the flags given")
+    ops = [op for op, _ in items]
+    assert ops[:2] == [c.LITERAL, c.LITERAL] and items[0][1] == ord("a"), shape.format("LITERAL is not a code point")
+    assert all(any(op is known for known in vars(c).values()) for op in ops), \
+        shape.format("opcodes are not the objects of re._constants (compared with 'is')")
+    negated = items[2][1]
+    assert items[2][0] is c.IN and negated[0] == (c.NEGATE, None), shape.format("IN is not a list of (op, arg)")
+    assert (c.RANGE, (ord("x"), ord("z"))) in negated and (c.CATEGORY, c.CATEGORY_DIGIT) in negated, \
+        shape.format("RANGE is not (lo, hi) or CATEGORY not a CATEGORY_* object")
+    assert items[4] == (c.ANY, None), shape.format("ANY")
+    op, (lo, hi, body) = items[5]
+    assert op is c.MIN_REPEAT and (lo, hi) == (0, c.MAXREPEAT), shape.format("MIN_REPEAT is not (min, max, items)")
+    group, add, remove, inner = body[0][1]
+    assert body[0][0] is c.SUBPATTERN and (group, add, remove) == (1, 0, 0), \
+        shape.format("SUBPATTERN is not (group, add_flags, del_flags, items)")
+    branch = inner[0][1]
+    assert inner[0][0] is c.BRANCH and branch[0] is None and [list(alt) for alt in branch[1]] == \
+        [[(c.LITERAL, ord("c")), (c.LITERAL, ord("x"))], [(c.LITERAL, ord("d")), (c.LITERAL, ord("y"))]], \
+        shape.format("BRANCH is not (None, [items, ...])")
+    assert items[6][0] is c.MAX_REPEAT and items[6][1][:2] == (2, 5), shape.format("MAX_REPEAT")
+    assert items[7] == (c.NOT_LITERAL, ord("q")), shape.format("NOT_LITERAL")
+    assert items[8][1][2][0][0] is c.SUBPATTERN and items[8][1][2][0][1][1] == re.IGNORECASE, \
+        shape.format("inline flags are not SUBPATTERN's add_flags")
+    assert items[9][0] is c.ASSERT and items[9][1][0] == 1 and list(items[9][1][1]) == [(c.LITERAL, ord("g"))], \
+        shape.format("ASSERT is not (direction, items)")
+    assert items[10][0] is c.ASSERT_NOT, shape.format("ASSERT_NOT")
+    op, (group, yes, no) = items[12]
+    assert op is c.GROUPREF_EXISTS and group == 1 and list(yes) == [(c.LITERAL, ord("m"))] and \
+        list(no) == [(c.LITERAL, ord("n"))], shape.format("GROUPREF_EXISTS is not (group, items, items)")
+    assert items[13] == (c.GROUPREF, 1), shape.format("GROUPREF is not a group number")
+    assert items[14] == (c.AT, c.AT_END), shape.format("AT is not an AT_* object")
+    if sys.version_info >= (3, 11):
+        atomic, possessive = (op for op, _ in sre.parse("(?>a)b++", 0)[0])
+        assert (atomic, possessive) == (c.ATOMIC_GROUP, c.POSSESSIVE_REPEAT), \
+            shape.format("ATOMIC_GROUP / POSSESSIVE_REPEAT")
+    with pytest.raises(re.error):
+        sre.parse("(", 0)
 
 
 # -- nats-py ----------------------------------------------------------------------------------
