@@ -92,7 +92,7 @@ class Echo:
 def served() -> Iterator[Any]:
     """A plain Pyro5 daemon on loopback serving an Echo, and the Echo's URI."""
     daemon = Daemon(host=HOST, port=0)
-    uri = daemon.register(Echo, "echo")
+    uri = daemon.register(Echo(), "echo")
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
     try:
@@ -131,7 +131,7 @@ def test_a_connection_hook_sees_every_new_connection(monkeypatch: pytest.MonkeyP
             return Daemon._handshake(self, conn, denied_reason)  # Pyro5's own, for this test
 
     daemon = Hooked(host=HOST, port=0)
-    uri = daemon.register(Echo, "echo")
+    uri = daemon.register(Echo(), "echo")
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
     try:
