@@ -10,8 +10,7 @@ messages of *several* subscriptions in that order:
   that takes messages from that subscription's queue; a task whose queue holds several
   messages hands them all to its callback before another subscription's task runs
   (``Queue.get`` on a non-empty queue does not yield), so messages A1 B2 A3 that came in
-  one read reach the callbacks as A1 A3 B2 (nats-io/nats.py issue #90, closed as the
-  design);
+  one read reach the callbacks as A1 A3 B2 (reported as nats-io/nats.py issue #90);
 - without one (``Subscription.next_msg``, ``Subscription.messages``), each subscription has
   a queue of its own, and nothing tells in which queue the next message in socket order is:
   a ``Msg`` carries no arrival number;
