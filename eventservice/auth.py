@@ -30,6 +30,8 @@ from typing import Any, Optional
 from Pyro5 import errors
 from Pyro5.client import Proxy
 
+from ._compat.pyro5 import invoke
+
 log = logging.getLogger(__name__)
 
 AUTH_TAG = "es-auth"  # marks the handshake dicts of this exchange
@@ -172,7 +174,7 @@ class AuthProxy(Proxy):
                                        "passphrase, or an impostor): refusing it")
         answer = _proof(self._es_key, b"client", response["nonce"], self._es_nonce)
         try:
-            self._pyroInvoke(PROOF_METHOD, (answer,), {})
+            invoke(self, PROOF_METHOD, (answer,))
         except BaseException:
             self._pyroRelease()
             raise

@@ -405,8 +405,8 @@ class _SubscriberDaemon(GuardedDaemon):
         self._served_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
-    def _handshake(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
-        ok = super()._handshake(conn, denied_reason)
+    def on_connect(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
+        ok = super().on_connect(conn, denied_reason)
         if ok and denied_reason is None:
             with self._served_lock:
                 self._served[conn] = threading.current_thread()

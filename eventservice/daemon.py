@@ -32,10 +32,11 @@ import uuid
 import zlib
 from typing import Any, Dict, List, Optional
 
-from Pyro5 import config, core, errors, protocol, serializers
+from Pyro5 import config, errors, protocol, serializers
 from Pyro5.callcontext import current_context
 from Pyro5.server import Daemon
 
+from ._compat.pyro5 import HEADER_FORMAT, HEADER_SIZE, ConnectionHook, metadata, send_exception
 from .auth import PROOF_METHOD, Authority
 from .config import DEFAULT_HANDSHAKE_TIMEOUT
 
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 PRE_AUTH_LIMIT = 64 * 1024  # bytes a connection may send before it is authenticated
 SAFE_SERIALIZERS = frozenset((1, 3, 4))  # Pyro5's serpent, json, msgpack (2 is marshal)
 REPLY_SERIALIZER = 1  # serpent: what every Pyro5 client decodes, for refusals
-HEADER_FORMAT = protocol._header_format  # Pyro5's wire header (tested in tests/test_compat.py)
-HEADER_SIZE = protocol._header_size
 DRAIN_FACTOR = 64  # a message up to this many times the limit is read and discarded, to answer it cleanly
 DRAIN_CHUNK = 1 << 20  # bytes read at a time while discarding
 MIN_RECEIVE_RATE = 1 << 20  # bytes/s: a request must arrive at least this fast (beyond the handshake timeout)
@@ -114,7 +113,7 @@ def _shut(sock: Any) -> None:
         pass
 
 
-class GuardMixin:
+class GuardMixin(ConnectionHook):
     """The guards above, for a class deriving from :class:`Pyro5.server.Daemon` (see the
     module). Keyword arguments: ``authority`` (who may connect), ``handshake_timeout``,
     ``max_message_size``, ``max_connections``."""
@@ -176,7 +175,8 @@ class GuardMixin:
         conn.es_pending = pending
         return answer
 
-    def _handshake(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
+    def on_connect(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
+        """The handshake of a new connection, under the guards; False: it is closed."""
         if denied_reason:  # in the accept loop: answer without reading anything
             self._send_reply(conn, protocol.MSG_CONNECTFAIL, 0, REPLY_SERIALIZER, denied_reason)
             return False
@@ -228,8 +228,7 @@ class GuardMixin:
             if type(data) is not dict or not isinstance(data.get("object"), str):
                 raise errors.ProtocolError("invalid handshake")
             answer = self.validateHandshake(conn, data.get("handshake"))
-            reply = {"handshake": answer,
-                     "meta": self.objectsById[core.DAEMON_NAME].get_metadata(data["object"])}  # type: ignore[attr-defined]
+            reply = {"handshake": answer, "meta": metadata(self, data["object"])}
         except Exception as exc:
             log.debug("handshake refused: %s", exc)
             self._send_reply(conn, protocol.MSG_CONNECTFAIL, seq, serializer_id, str(exc))
@@ -316,7 +315,7 @@ class GuardMixin:
         """Answer ``error`` and close the connection (raises ConnectionClosedError)."""
         if serializer_id not in SAFE_SERIALIZERS:
             serializer_id = REPLY_SERIALIZER
-        self._sendExceptionResponse(conn, seq, serializer_id, error, None)  # type: ignore[attr-defined]
+        send_exception(self, conn, seq, serializer_id, error)
         raise errors.ConnectionClosedError(f"request refused: {error}")
 
     def _inflate(self, conn: Any, fields: Any, body: bytes) -> "tuple[bytes, bytes]":
@@ -356,7 +355,7 @@ class GuardMixin:
         remaining = size
         while remaining:
             remaining -= len(conn.recv(min(DRAIN_CHUNK, remaining)))
-        self._sendExceptionResponse(conn, seq, serializer_id, error, None)  # type: ignore[attr-defined]
+        send_exception(self, conn, seq, serializer_id, error)
 
 
 class GuardedDaemon(GuardMixin, Daemon):

@@ -20,12 +20,9 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-if sys.version_info >= (3, 11):
-    from re import _constants as _c
-    from re import _parser as _sre_parse
-else:  # pragma: no cover - Python 3.9 and 3.10
-    import sre_constants as _c
-    import sre_parse as _sre_parse
+from ._compat import sre as _sre
+
+_c = _sre.constants
 
 __all__ = ["Pattern", "compile_pattern", "fold"]
 
@@ -414,8 +411,7 @@ class _Nfa:
 
 def _parse(source: str) -> Tuple[List[Any], int]:
     """sre's parse tree of ``source`` under IGNORECASE, and its flags."""
-    parsed = _sre_parse.parse(source, re.IGNORECASE)
-    return list(parsed), int(parsed.state.flags)
+    return _sre.parse(source, re.IGNORECASE)
 
 
 class Pattern:

@@ -28,7 +28,7 @@ import logging
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, overload
 
-import serpent
+from ._compat import pyro5 as _pyro5, serpent as _serpent
 
 log = logging.getLogger(__name__)
 
@@ -237,27 +237,12 @@ def _check_sendable(value: Any) -> None:
 
 def _known_to_serializer(t: type, value: Any) -> bool:
     """True for types Pyro5's serializers carry as values the service can decode."""
-    dispatch = getattr(serpent.Serializer, "dispatch", None)
+    dispatch = _serpent.dispatched_types()
     if dispatch is None:
         return True  # cannot tell: let the serializer decide
     if any(base in dispatch for base in t.__mro__):
         return True
-    for registry in _class_registries():
-        if any(isinstance(value, cls) for cls in registry):
-            return True
-    return False
-
-
-def _class_registries() -> Tuple[Any, ...]:
-    from Pyro5 import serializers
-    found = []
-    special = getattr(serpent, "_special_classes_registry", None)
-    if special is not None:
-        found.append(tuple(special))
-    custom = getattr(serializers.SerializerBase, "_SerializerBase__custom_class_to_dict_registry", None)
-    if custom is not None:
-        found.append(tuple(custom))
-    return tuple(found)
+    return any(isinstance(value, cls) for cls in _serpent.special_classes() + _pyro5.dict_classes())
 
 
 # -- decoding (subscribers) ---------------------------------------------------------------------

@@ -54,8 +54,7 @@ def truth(source: str, subject: str) -> bool:
 
 def nfa(source: str) -> patterns._Nfa:
     """The linear-time matcher for source, even when the pattern is safe for re."""
-    parsed = patterns._sre_parse.parse(source, re.IGNORECASE)
-    return patterns._Nfa(list(parsed), int(parsed.state.flags), source)
+    return patterns._Nfa(*patterns._parse(source), source)
 
 
 def _mutate(literal: str, draw_choice) -> str:

@@ -9,10 +9,10 @@ every server of the cluster, announced ones too. ``tls://`` verifies the server 
 system's CAs (``SSL_CERT_FILE`` names another CA bundle).
 
 Order: NATS delivers the messages of one publishing connection to one subscribing connection
-in order, across subjects. nats-py hands each subscription's messages to a task of its own,
-which would reorder messages of different subscriptions; so the client here takes the
-messages of this backbone's subscriptions straight from the protocol parser, in the order
-they came off the socket (``_process_msg``; checked by the tests with nats-py 2.x).
+in order, across subjects. nats-py would reorder the messages of different subscriptions, so
+the client here is :class:`eventservice._compat.nats.OrderedClient`, which hands every
+message on this backbone's engine subjects to ``_inbound`` in the order it came off the
+socket (that module says why no public API of nats-py can).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats.errors
-from nats.aio.client import Client
 
+from .._compat.nats import OrderedClient
 from . import Backbone, BackboneError, describe
 
 log = logging.getLogger("eventservice.backbone")
@@ -37,39 +37,21 @@ PENDING_SIZE = 8 * 1024 * 1024  # bytes nats-py may buffer (also while reconnect
 RETIRE_AFTER = 2.0  # seconds a subscription no longer wanted is kept (see _apply_interest)
 
 
-class _Client(Client):
-    """A nats-py client that hands the messages of chosen subscriptions to one callable, on
-    the loop, in the order they arrived."""
-
-    def __init__(self, on_message: Callable[[bytes], None]) -> None:
-        super().__init__()
-        self.es_sids: Set[int] = set()
-        self.es_on_message = on_message
-
-    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,  # type: ignore[override]
-                           headers: bytes, *more: Any) -> None:
-        if sid in self.es_sids:
-            self.stats["in_msgs"] += 1
-            self.stats["in_bytes"] += len(data)
-            self.es_on_message(data)
-            return
-        await super()._process_msg(sid, subject, reply, data, headers, *more)
-
-
 class NatsBackbone(Backbone):
     engine = "nats"
 
     def __init__(self, urls: List[str], name: str, routing: bool = True, key: Optional[str] = None) -> None:
         super().__init__(urls, name, routing, key)
-        self.wildcard = f"{name}.ev.>"
-        self._nc: Optional[_Client] = None
+        self._prefix = f"{name}.ev."  # of every engine subject of this space
+        self.wildcard = self._prefix + ">"
+        self._nc: Optional[OrderedClient] = None
         self._subs: Dict[str, Any] = {}  # engine subject -> nats Subscription
         self._retiring: Dict[str, Tuple[Any, float]] = {}  # no longer wanted: (subscription, when it ends)
         self._reaper: Optional["asyncio.Future[None]"] = None
         self._servers, self._auth = _servers_and_auth(urls)
 
     def _channel(self, digest: str) -> str:
-        return f"{self.name}.ev.{digest}"
+        return self._prefix + digest
 
     def _max_payload(self) -> int:
         nc = self._nc
@@ -78,7 +60,7 @@ class NatsBackbone(Backbone):
     async def _connect(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         refused: "asyncio.Future[BaseException]" = loop.create_future()
-        nc = self._nc = _Client(self._inbound)
+        nc = self._nc = OrderedClient(self._prefix, self._inbound)
 
         async def error_cb(exc: BaseException) -> None:
             self.last_error = self.scrub(describe(exc))
@@ -153,10 +135,7 @@ class NatsBackbone(Backbone):
             if retired is not None:  # still subscribed: wanted again
                 self._subs[channel] = retired[0]
                 continue
-            nc.es_sids.add(nc._sid + 1)  # the sid subscribe() takes: no message may slip past
-            sub = await nc.subscribe(channel)
-            nc.es_sids.add(sub._id)
-            self._subs[channel] = sub
+            self._subs[channel] = await nc.subscribe(channel)  # its messages go to _inbound
         # A subscription no longer wanted is kept a little: in a cluster, the servers learn
         # of a new subscription and of the end of an old one that covered the same events
         # (the whole space, or the subjects when a pattern comes) in no fixed order, and
@@ -185,22 +164,12 @@ class NatsBackbone(Backbone):
             if not due:
                 await asyncio.sleep(min(d for _, d in self._retiring.values()) - now)
                 continue
-            removed = []
             for channel in due:
                 sub, _ = self._retiring.pop(channel)
-                removed.append(sub._id)
                 try:
                     await sub.unsubscribe()
                 except Exception as exc:
                     log.debug("backbone %s: unsubscribe failed: %s", self.url, self.scrub(describe(exc)))
-            if nc.is_connected:
-                try:
-                    await nc.flush(timeout=2)
-                except Exception:
-                    pass
-            # only now: messages the server sent on these subscriptions before it took the
-            # UNSUBs came before its answer, and were taken
-            nc.es_sids.difference_update(removed)
 
     async def _disconnect(self) -> None:
         nc = self._nc
