@@ -111,7 +111,7 @@ class Authority:
                                    "$EVENTSERVICE_IDENT)")
 
 
-class AuthProxy(Proxy):
+class AuthProxy(Proxy):  # type: ignore[misc]
     """A Pyro5 proxy that proves ``secret`` by the exchange above, never sending it.
 
     Without a secret it connects like a plain proxy. With one and ``require=True`` (how
@@ -145,7 +145,7 @@ class AuthProxy(Proxy):
         copy._pyroMaxRetries = self._pyroMaxRetries
         return copy
 
-    @property  # type: ignore[override]
+    @property
     def _pyroHandshake(self) -> Any:
         if self._es_key is None:
             return None

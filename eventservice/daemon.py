@@ -265,7 +265,7 @@ class GuardMixin(ConnectionHook):
         try:
             header = first + conn.recv(HEADER_SIZE - 1)
             fields = struct.unpack(HEADER_FORMAT, header)
-            tag, msgtype, serializer_id, flags, seq = fields[0], fields[2], fields[3], fields[4], fields[5]
+            tag, serializer_id, flags, seq = fields[0], fields[3], fields[4], fields[5]
             size = fields[6] + fields[7]
             if tag != b"PYRO":
                 raise errors.ProtocolError("invalid message")
@@ -289,7 +289,8 @@ class GuardMixin(ConnectionHook):
                 REAPER.cancel(deadline)
                 if flags & protocol.FLAGS_COMPRESSED:
                     header, body = self._inflate(conn, fields, body)
-                return super().handleRequest(_Replay(conn, header + body))  # type: ignore[misc]
+                super().handleRequest(_Replay(conn, header + body))  # type: ignore[misc]
+                return None
         finally:
             REAPER.cancel(deadline)
 
@@ -358,7 +359,7 @@ class GuardMixin(ConnectionHook):
         send_exception(self, conn, seq, serializer_id, error)
 
 
-class GuardedDaemon(GuardMixin, Daemon):
+class GuardedDaemon(GuardMixin, Daemon):  # type: ignore[misc]
     """A :class:`Pyro5.server.Daemon` with the guards of this module."""
 
     def __init__(self, host: Optional[str] = None, port: int = 0, *, authority: Optional[Authority] = None,
@@ -412,7 +413,8 @@ class _Replay:
             if len(head) < size:
                 head += self._conn.recv(size - len(head))
             return head
-        return self._conn.recv(size)
+        data: bytes = self._conn.recv(size)
+        return data
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)

@@ -18,7 +18,7 @@ import math
 import re
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from ._compat import sre as _sre
 
@@ -176,7 +176,8 @@ def _re_work(items: Any) -> int:
     """The bound on ``re``'s work for one match of a subject of ASSUMED_SUBJECT_LENGTH
     (for a pattern found safe for ``re``)."""
     quantifiers, alternatives, size = _cost(items)
-    return min(ASSUMED_SUBJECT_LENGTH ** quantifiers * alternatives * max(size, 1), MAX_RE_WORK)
+    work: int = ASSUMED_SUBJECT_LENGTH ** quantifiers * alternatives * max(size, 1)
+    return min(work, MAX_RE_WORK)
 
 
 def _prefix(items: Any, flags: int) -> Tuple[str, bool]:
@@ -249,8 +250,8 @@ class _Tables:
     __slots__ = ("ids", "states", "next", "finals", "count")
 
     def __init__(self) -> None:
-        self.ids: Dict[Tuple[frozenset, int], int] = {}
-        self.states: List[Tuple[frozenset, int]] = [(frozenset(), 0), (frozenset(), 0), (frozenset((0,)), _START)]
+        self.ids: Dict[Tuple[FrozenSet[int], int], int] = {}
+        self.states: List[Tuple[FrozenSet[int], int]] = [(frozenset(), 0), (frozenset(), 0), (frozenset((0,)), _START)]
         self.next: List[Dict[Any, int]] = [{}, {}, {}]
         self.finals: Dict[int, bool] = {}
         self.count = 0
@@ -468,7 +469,7 @@ class Pattern:
             self._nfa = nfa
         if nfa is False:
             return self._re_match(subject) is not None
-        return nfa.match(subject)
+        return bool(nfa.match(subject))
 
     def __repr__(self) -> str:
         return f"Pattern({self.source!r})"

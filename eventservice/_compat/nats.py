@@ -54,7 +54,7 @@ class OrderedClient(Client):
         self._es_prefix = prefix.encode()
         self._es_on_message = on_message
 
-    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,  # type: ignore[override]
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
                            headers: Any, *more: Any) -> None:
         if subject.startswith(self._es_prefix):
             self.stats["in_msgs"] += 1

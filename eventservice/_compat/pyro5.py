@@ -48,7 +48,7 @@ REFUSED = ("marshal is disabled in processes that use eventservice: decoding it 
            "Python; use serpent, json or msgpack")
 
 
-class RefusedSerializer(serializers.MarshalSerializer):
+class RefusedSerializer(serializers.MarshalSerializer):  # type: ignore[misc]
     """Stands in for marshal: encoding and decoding raise ``SerializeError`` (registrations
     of types, which Pyro5 makes on every serializer, still work)."""
 
@@ -92,10 +92,10 @@ def harden() -> None:
     refused = RefusedSerializer()
     if serializers.serializers_by_id.get(MARSHAL_ID) is not None and \
             not isinstance(serializers.serializers_by_id[MARSHAL_ID], RefusedSerializer):
-        serializers.serializers_by_id[MARSHAL_ID] = refused  # type: ignore[assignment]
-        serializers.serializers["marshal"] = refused  # type: ignore[assignment]
+        serializers.serializers_by_id[MARSHAL_ID] = refused
+        serializers.serializers["marshal"] = refused
     if not isinstance(protocol.zlib, BoundedZlib):
-        protocol.zlib = BoundedZlib()  # type: ignore[assignment]
+        protocol.zlib = BoundedZlib()
 
 
 def is_hardened() -> bool:
@@ -105,8 +105,8 @@ def is_hardened() -> bool:
 
 
 # -- beyond the documented API (see the module) ----------------------------------------------
-HEADER_FORMAT: str = protocol._header_format  # type: ignore[attr-defined]
-HEADER_SIZE: int = protocol._header_size  # type: ignore[attr-defined]
+HEADER_FORMAT: str = protocol._header_format
+HEADER_SIZE: int = protocol._header_size
 
 
 class ConnectionHook:
@@ -135,7 +135,7 @@ def send_exception(daemon: Any, conn: Any, seq: int, serializer_id: int, error: 
 def invoke(proxy: Proxy, method: str, args: Tuple[Any, ...]) -> Any:
     """Call ``method`` with ``args`` through ``proxy``, whether or not the object's metadata
     lists it; usable from ``_pyroValidateHandshake`` (the proxy's connection is set then)."""
-    return proxy._pyroInvoke(method, args, {})  # type: ignore[attr-defined]
+    return proxy._pyroInvoke(method, args, {})
 
 
 def dict_classes() -> Tuple[type, ...]:

@@ -38,4 +38,4 @@ def parse(source: str, flags: int) -> Tuple[List[Tuple[Any, Any]], int]:
     """The parse tree of ``source`` under ``flags`` (see the module), and the flags in force.
     Raises ``re.error`` for an invalid pattern."""
     parsed = _sre_parse.parse(source, flags)
-    return list(parsed), int(parsed.state.flags)
+    return list(parsed), int(parsed.state.flags)  # type: ignore[call-overload]

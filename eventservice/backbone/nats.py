@@ -81,10 +81,13 @@ class NatsBackbone(Backbone):
         connect = asyncio.ensure_future(nc.connect(
             servers=self._servers, name=f"es {self.name} {self.origin[:8]}", error_cb=error_cb,
             disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb,
-            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
-            connect_timeout=min(CONNECT_TIMEOUT, timeout), ping_interval=PING_INTERVAL, max_outstanding_pings=2,
+            allow_reconnect=True, max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]  # nats-py says int; it takes float seconds
+            connect_timeout=min(CONNECT_TIMEOUT, timeout),  # type: ignore[arg-type]
+            ping_interval=PING_INTERVAL, max_outstanding_pings=2,
             dont_randomize=True, no_echo=True, pending_size=PENDING_SIZE, tls=tls, **self._auth))
-        done, _ = await asyncio.wait({connect, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({connect, refused}, timeout=timeout,  # type: ignore[type-var]
+                                     return_when=asyncio.FIRST_COMPLETED)
         if connect in done and connect.exception() is None:
             self.where = self._server()
             return
@@ -183,7 +186,7 @@ class NatsBackbone(Backbone):
         await nc.close()
 
 
-def _servers_and_auth(urls: List[str]) -> Tuple[List[str], Dict[str, str]]:
+def _servers_and_auth(urls: List[str]) -> Tuple[List[str], Dict[str, Any]]:
     """The server URLs without credentials, and the credentials as nats-py options (taken
     from the first URL that has any)."""
     servers: List[str] = []
