@@ -12,6 +12,7 @@ _harden()
 from .aio import AsyncPublisher, AsyncSubscriber, Subscription
 from .clients import Publisher, Subscriber
 from .config import EVENTSERVICE_NAME, VERSION as __version__, Settings
+from .errors import EventServiceError, NoResponderError, ServiceNotFoundError
 from .event import Event
 from .naming import NameTakenError
 from .server import EventServiceServer, start_es, start_es_loop
@@ -23,4 +24,5 @@ __all__ = [
     "EVENTSERVICE_NAME", "Event", "EventService", "EventServiceServer", "NameTakenError",
     "Publisher", "Settings", "Subscriber", "start_es", "start_es_loop", "__version__",
     "AsyncPublisher", "AsyncSubscriber", "Subscription", "emit", "register", "register_type", "unregister",
+    "EventServiceError", "NoResponderError", "ServiceNotFoundError",
 ]

@@ -3,7 +3,9 @@
 They know the service only by its remote methods. Both find the service by name
 (``Pyro.EventService`` in the name server, found the usual Pyro5 way) or by ``esURI``,
 present the passphrase (``ident``, else ``EVENTSERVICE_IDENT``) as their handshake, and
-find the service again after it went away.
+find the service again after it went away (through :class:`~eventservice.link.ServiceLink`).
+When no service can be reached they raise :class:`~eventservice.errors.ServiceNotFoundError`,
+whose text says what to do next.
 """
 
 from __future__ import annotations
@@ -12,175 +14,31 @@ import atexit
 import collections
 import inspect
 import logging
-import select
 import socket
-import ssl
 import threading
 import time
 import weakref
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from Pyro5 import errors
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
-from . import auth, typed, wire
+from . import typed, wire
 from .auth import Authority
-from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, DEFAULT_REQUEST_TIMEOUT, EVENTSERVICE_NAME,
-                     FALLBACK_SERIALIZER, FAST_SERIALIZER, ident_from_env)
+from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, DEFAULT_REQUEST_TIMEOUT, FALLBACK_SERIALIZER,
+                     FAST_SERIALIZER, ident_from_env)
 from .daemon import GuardedDaemon
 from .event import Event
 from .handlers import ErrorCallback, Handler, HandlerTable, log_handler_error
-from .naming import find_ns
+from .link import (RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, Subjects, call_back,
+                   check_subjects, is_remote)
 from .patterns import compile_pattern
 
 log = logging.getLogger(__name__)
 
-Subjects = Union[str, Iterable[str]]
 MAX_PENDING = 100_000  # events a batching Publisher holds before publish() waits
 MAX_BATCH = 5_000  # events per publishBatch call
-RECONNECT_ERRORS = (errors.CommunicationError, errors.NamingError, OSError)
 CLOSE_JOIN_TIMEOUT = 2.0  # seconds close() waits for each of a Subscriber's threads to end
-
-# connection callbacks: told the error that showed the service gone / the URI of the service back
-DisconnectCallback = Callable[[BaseException], Any]
-ReconnectCallback = Callable[[str], Any]
-
-
-def is_remote(exc: BaseException) -> bool:
-    """True if ``exc`` was raised by the far side (the service answered with it)."""
-    return hasattr(exc, "_pyroTraceback")
-
-
-def _is_stale(proxy: Proxy) -> bool:
-    """True if the service closed this proxy's connection (seen without sending anything).
-    Not checked for TLS, whose records may arrive between calls."""
-    conn = proxy._pyroConnection
-    sock = getattr(conn, "sock", None)
-    if sock is None or isinstance(sock, ssl.SSLSocket):
-        return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)  # between calls, readable means closed (or out of step): either way, anew
-
-
-def check_subjects(subjects: Any, what: str = "subject") -> List[str]:
-    """``subjects`` as a list of str; TypeError otherwise (checked before sending)."""
-    items = [subjects] if isinstance(subjects, str) else subjects
-    if not isinstance(items, (list, tuple)):
-        raise TypeError(f"{what} must be a str or a list/tuple of str, not {type(subjects).__name__}")
-    for item in items:
-        if not isinstance(item, str):
-            raise TypeError(f"{what} must be a str, not {type(item).__name__}")
-    return list(items)
-
-
-class ServiceLink:
-    """One proxy of the Event Service, shared by threads under a lock, made again after
-    a failure: by ``esURI`` if given, else by name. With ``persistent=False`` the
-    connection is closed after each call, so that an idle client (a Subscriber between
-    subscriptions) holds no connection, and no thread, in the service.
-
-    ``on_lost(error)`` is called when a call finds the service gone (once, until it is
-    back), ``on_back(uri)`` when a new connection is made after that; both in the calling
-    thread, after the lock is released; what they raise is logged."""
-
-    def __init__(self, ident: Optional[str], esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT,
-                 persistent: bool = True, on_lost: Optional[Callable[[BaseException], Any]] = None,
-                 on_back: Optional[Callable[[str], Any]] = None) -> None:
-        self.ident = ident
-        self.esURI = esURI
-        self.timeout = timeout
-        self.persistent = persistent
-        self.on_lost = on_lost
-        self.on_back = on_back
-        self.lost = False  # a call found the service gone and no new connection was made since
-        self.connected_once = False  # "lost" is told only about a service that was reached before
-        self.lock = threading.RLock()
-        self._proxy: Optional[Proxy] = None
-
-    @property
-    def uri(self) -> Optional[str]:
-        """The URI of the service this link last connected to, if any."""
-        proxy = self._proxy
-        return None if proxy is None else str(proxy._pyroUri)
-
-    def _connect(self) -> Proxy:
-        uri = self.esURI
-        if uri is None:
-            ns = find_ns()
-            if ns is None:
-                raise errors.NamingError("no name server answered (set PYRO_NS_HOST/PYRO_NS_PORT, or give esURI)")
-            try:
-                uri = ns.lookup(EVENTSERVICE_NAME)
-            finally:
-                ns._pyroRelease()
-        proxy = auth.proxy(uri, self.ident, serializer=FAST_SERIALIZER, timeout=self.timeout)
-        proxy._pyroBind()
-        return proxy
-
-    def call(self, method: str, *args: Any, serializer: Optional[str] = None) -> Any:
-        """Call ``method`` on the service (in ``serializer``, default msgpack) and return
-        its answer, or raise what it raised. A call is sent once: a connection the service
-        closed meanwhile is noticed before sending and made anew; once sent, a failure is
-        raised, never repeated (the service may have acted on it)."""
-        news: List[Tuple[str, Any]] = []
-        try:
-            with self.lock:
-                if self._proxy is not None and self._proxy._pyroConnection is None:
-                    self.reset()  # closed after its last call (persistent=False): found anew
-                elif self._proxy is not None and _is_stale(self._proxy):
-                    self.reset()  # the service closed it (went away, restarted): found anew
-                    self._lose(errors.ConnectionClosedError("the Event Service closed the connection"), news)
-                if self._proxy is None:
-                    self._proxy = self._connect()
-                    self.connected_once = True
-                    if self.lost:
-                        self.lost = False
-                        news.append(("back", str(self._proxy._pyroUri)))
-                else:
-                    self._proxy._pyroClaimOwnership()
-                proxy = self._proxy
-                proxy._pyroTimeout = self.timeout
-                proxy._pyroSerializer = serializer or FAST_SERIALIZER
-                try:
-                    return getattr(proxy, method)(*args)
-                except Exception as exc:
-                    if is_remote(exc):
-                        raise  # an answer from the service
-                    self.reset()
-                    if isinstance(exc, RECONNECT_ERRORS):
-                        self._lose(exc, news)
-                    raise
-                finally:
-                    if not self.persistent and self._proxy is not None:
-                        self._proxy._pyroRelease()
-        except RECONNECT_ERRORS as exc:
-            if not is_remote(exc):
-                with self.lock:
-                    self._lose(exc, news)  # finding the service failed
-            raise
-        finally:
-            for kind, detail in news:
-                _call_back(self.on_lost if kind == "lost" else self.on_back, detail)
-
-    def _lose(self, exc: BaseException, news: List[Tuple[str, Any]]) -> None:
-        if not self.lost and self.connected_once:
-            self.lost = True
-            news.append(("lost", exc))
-
-    def reset(self) -> None:
-        """Drop the connection; the next call makes a new one."""
-        with self.lock:
-            proxy, self._proxy = self._proxy, None
-            if proxy is not None:
-                try:
-                    proxy._pyroClaimOwnership()
-                    proxy._pyroRelease()
-                except Exception:
-                    pass
 
 
 class Publisher:
@@ -843,13 +701,13 @@ class Subscriber:
             self._service_id = current
             log.info("event service %s answers: subscribed again", current)
             self._connected = True
-            _call_back(self.on_reconnect, link.uri or "")
+            call_back(self.on_reconnect, link.uri or "")
         link.reset()
 
     def _went_away(self, error: BaseException) -> None:
         if self._connected and not self._closed.is_set():
             self._connected = False
-            _call_back(self.on_disconnect, error)
+            call_back(self.on_disconnect, error)
 
 
 
@@ -861,16 +719,6 @@ def _extras(group: Optional[str], filter: Any) -> Tuple[Any, ...]:
     if group is not None:
         return (group,)
     return ()
-
-
-def _call_back(callback: Optional[Callable[[Any], Any]], detail: Any) -> None:
-    """Call a connection callback, if any, with ``detail``; what it raises is logged."""
-    if callback is None:
-        return
-    try:
-        callback(detail)
-    except Exception:
-        log.exception("connection callback %r raised", callback)
 
 
 def _check_handler(handler: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 from Pyro5 import errors
 from Pyro5.api import Proxy
 
-from eventservice import Publisher, Subscriber
+from eventservice import Publisher, ServiceNotFoundError, Subscriber
 
 from conftest import HOST, free_port, wait_for
 
@@ -214,6 +214,20 @@ def test_publisher_without_a_service_raises_within_the_bound(cluster):
     assert publish_timed(pub, "news", 1) is not None
     nameless = Publisher()  # no name server either
     assert publish_timed(nameless, "news", 1) is not None
+
+
+def test_no_service_is_a_service_not_found_error_that_says_what_to_do(cluster, make_subscriber):
+    dead = dead_uri()
+    for client, expected in ((Publisher(esURI=dead), f"no Event Service answers at {dead}"),
+                             (Publisher(), "no name server answered at")):
+        error = publish_timed(client, "news", 1)
+        assert isinstance(error, ServiceNotFoundError) and isinstance(error, ConnectionError), repr(error)
+        assert expected in str(error) and "is es running" in str(error) and "esURI" in str(error), str(error)
+        assert error.__cause__ is not None or "no name server" in str(error)
+    cluster.start_ns()  # a name server without an Event Service in it
+    sub = make_subscriber()
+    with pytest.raises(ServiceNotFoundError, match=r"has no Pyro\.EventService .*unknown name.*is es running\?"):
+        sub.subscribe("news")
 
 
 # -- Subscriber -----------------------------------------------------------------------------

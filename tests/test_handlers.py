@@ -437,7 +437,7 @@ def test_a_raising_connection_callback_is_logged(cluster, caplog):
     with Publisher(on_disconnect=lambda e: 1 / 0, on_reconnect=lambda u: 1 / 0) as pub:
         pub.publish("x", 1)
         first.kill()
-        with caplog.at_level(logging.ERROR, logger="eventservice.clients"):
+        with caplog.at_level(logging.ERROR, logger="eventservice.link"):
             with pytest.raises(Exception) as failed:
                 pub.publish("x", 2)
             assert not isinstance(failed.value, ZeroDivisionError)
