@@ -21,12 +21,12 @@ import queue
 import threading
 from typing import (Any, Awaitable, Callable, Deque, Dict, Generator, List, Optional, Set, Tuple, TypeVar, Union)
 
-from . import typed
-from .clients import MAX_PENDING, Publisher, Subjects, Subscriber, check_subjects
+from .clients import Subjects, Subscriber, check_subjects
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
 from .handlers import HandlerTable, log_handler_error
 from .patterns import compile_pattern
+from .publisher_core import PublisherCore
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +178,9 @@ class AsyncPublisher:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._callbacks = _Callbacks()
-        self._publisher = Publisher(ident, esURI, batch,
-                                    on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
-                                    on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
-        self._batcher = self._publisher._batcher
+        self._core = PublisherCore(ident, esURI, batch,
+                                   on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
+                                   on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
         self._worker = _Worker("es-async-publisher")
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
@@ -189,44 +188,39 @@ class AsyncPublisher:
     @property
     def connected(self) -> bool:
         """False from a call that found the service gone until one reaches it again."""
-        return self._publisher.connected
+        return self._core.connected
 
     async def publish(self, subjects: Subjects, msg: Any) -> None:
         """Publish ``msg`` on each subject (a str or list/tuple of str)."""
         if self._closed:
             raise RuntimeError("publisher is closed")
         self._callbacks.bind()
-        subjects = [subjects] if type(subjects) is str else check_subjects(subjects)
-        msg = typed.encode(msg)
-        batcher = self._batcher
-        if batcher is None:
-            await self._worker.submit(self._publisher.publish, subjects, msg)
-        elif len(batcher.pending) < MAX_PENDING:
-            batcher.add(subjects, msg)  # room: takes the batcher's lock only briefly
-        else:
-            await self._worker.submit(batcher.add, subjects, msg)
+        subjects, msg = self._core.prepare(subjects, msg)
+        if not (self._core.batching and self._core.offer(subjects, msg)):  # room: queued at once
+            await self._worker.submit(self._core.publish, subjects, msg)
 
     async def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request and return the first answer of a responder, as
-        :meth:`eventservice.Publisher.request` does; the loop goes on meanwhile (the
-        publisher's other calls wait for it in its worker thread)."""
+        :meth:`eventservice.Publisher.request` does (``NoResponderError`` when none
+        answers); the loop goes on meanwhile (the publisher's other calls wait for it in
+        its worker thread)."""
         if self._closed:
             raise RuntimeError("publisher is closed")
         self._callbacks.bind()
-        return await self._worker.submit(self._publisher.request, subject, msg, timeout)
+        return await self._worker.submit(self._core.request, subject, msg, timeout)
 
     async def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""
         self._callbacks.bind()
-        if self._batcher is not None:
-            await self._worker.submit(self._batcher.flush, timeout)
+        if self._core.batching:
+            await self._worker.submit(self._core.flush, timeout)
 
     async def aclose(self) -> None:
         """Flush (with ``batch=True``), release the connection and end the worker thread."""
         if self._closing is None:
             self._callbacks.bind()
             self._closed = True
-            self._closing = self._worker.submit(self._publisher.close)
+            self._closing = self._worker.submit(self._core.close)
             self._worker.stop()
         try:
             await asyncio.shield(self._closing)

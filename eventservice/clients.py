@@ -10,34 +10,29 @@ whose text says what to do next.
 
 from __future__ import annotations
 
-import atexit
-import collections
 import inspect
 import logging
 import socket
 import threading
 import time
-import weakref
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from Pyro5.api import expose
 from Pyro5.client import Proxy
 
 from . import typed, wire
 from .auth import Authority
-from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, DEFAULT_REQUEST_TIMEOUT, FALLBACK_SERIALIZER,
-                     FAST_SERIALIZER, ident_from_env)
+from .config import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, DEFAULT_REQUEST_TIMEOUT, FAST_SERIALIZER,
+                     ident_from_env)
 from .daemon import GuardedDaemon
 from .event import Event
 from .handlers import ErrorCallback, Handler, HandlerTable, log_handler_error
-from .link import (RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, Subjects, call_back,
-                   check_subjects, is_remote)
+from .link import RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, Subjects, call_back, check_subjects
 from .patterns import compile_pattern
+from .publisher_core import PublisherCore
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 100_000  # events a batching Publisher holds before publish() waits
-MAX_BATCH = 5_000  # events per publishBatch call
 CLOSE_JOIN_TIMEOUT = 2.0  # seconds close() waits for each of a Subscriber's threads to end
 
 
@@ -63,194 +58,41 @@ class Publisher:
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
                  on_disconnect: Optional[DisconnectCallback] = None,
                  on_reconnect: Optional[ReconnectCallback] = None) -> None:
-        self.ident = ident_from_env(ident)
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        self._link = ServiceLink(self.ident, esURI, on_lost=self._lost, on_back=self._back)
-        self._batcher: Optional[_Batcher] = _Batcher(self._link) if batch else None
-        self._requests: Optional[ServiceLink] = None  # made by the first request()
-        self._closed = False
-        if self._batcher is not None:
-            _at_exit.add(self)
+        self._core = PublisherCore(ident, esURI, batch, on_disconnect=lambda e: call_back(self.on_disconnect, e),
+                                   on_reconnect=lambda u: call_back(self.on_reconnect, u))
+        self.ident = self._core.ident
 
     def publish(self, subjects: Subjects, msg: Any) -> None:
         """Publish ``msg`` on each subject in ``subjects`` (a str or list/tuple of str)."""
-        if self._closed:
-            raise RuntimeError("publisher is closed")
-        subjects = [subjects] if type(subjects) is str else check_subjects(subjects)
-        msg = typed.encode(msg)
-        if self._batcher is not None:
-            self._batcher.add(subjects, msg)
-            return
-        packed = wire.pack_publish([(subjects, msg)])
-        if packed is not None:
-            self._link.call("publishPacked", packed)
-        else:  # a value msgpack cannot carry
-            self._link.call("publish", subjects, msg, serializer=FALLBACK_SERIALIZER)
+        self._core.publish(*self._core.prepare(subjects, msg))
 
     def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request on ``subject`` and return the first answer of a responder (a
-        subscriber whose ``respond`` returns something). ``TimeoutError`` naming the
-        subject when none answers within ``timeout`` seconds. Not batched: it waits."""
-        if self._closed:
-            raise RuntimeError("publisher is closed")
-        if not isinstance(subject, str):
-            raise TypeError(f"subject must be a str, not {type(subject).__name__}")
-        link = self._requests
-        if link is None:  # a connection of their own: a long request holds up no publishing
-            link = self._requests = ServiceLink(self.ident, self._link.esURI)
-        with link.lock:
-            link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then
-            return typed.decode(link.call("request", subject, typed.encode(msg), timeout,
-                                          serializer=FALLBACK_SERIALIZER))
+        subscriber whose ``respond`` returns something).
+        :class:`~eventservice.errors.NoResponderError` (a ``TimeoutError``, naming the
+        subject) when none answers within ``timeout`` seconds. Not batched: it waits."""
+        return self._core.request(subject, msg, timeout)
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""
-        if self._batcher is not None:
-            self._batcher.flush(timeout)
+        self._core.flush(timeout)
 
     def close(self) -> None:
         """Flush (with ``batch=True``) and release the connection."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._batcher is not None:
-                _at_exit.discard(self)
-                self._batcher.close()
-        finally:
-            self._link.reset()
-            if self._requests is not None:
-                self._requests.reset()
+        self._core.close()
 
     @property
     def connected(self) -> bool:
         """False from a call that found the service gone until one reaches it again."""
-        return not self._link.lost
-
-    def _lost(self, error: BaseException) -> None:
-        if self.on_disconnect is not None:
-            self.on_disconnect(error)
-
-    def _back(self, uri: str) -> None:
-        if self.on_reconnect is not None:
-            self.on_reconnect(uri)
+        return self._core.connected
 
     def __enter__(self) -> "Publisher":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-
-class _Batcher:
-    """The background sender of a batching Publisher."""
-
-    def __init__(self, link: ServiceLink) -> None:
-        self.link = link
-        self.pending: Deque[Tuple[List[str], Any]] = collections.deque()
-        self.cond = threading.Condition(threading.Lock())
-        self.idle = False  # the sender waits for events
-        self.in_flight = 0
-        self.error: Optional[BaseException] = None
-        self.closing = False
-        self.thread = threading.Thread(target=self._run, name="es-publisher-batch", daemon=True)
-        self.thread.start()
-
-    def add(self, subjects: List[str], msg: Any) -> None:
-        with self.cond:
-            while len(self.pending) >= MAX_PENDING and self.thread.is_alive():
-                self.cond.wait(0.5)
-            self.pending.append((subjects, msg))
-            if self.idle:
-                self.idle = False
-                self.cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.pending and not self.closing:
-                    self.idle = True
-                    self.cond.wait()
-                if not self.pending:
-                    return
-                count = min(len(self.pending), MAX_BATCH)
-                batch = [self.pending.popleft() for _ in range(count)]
-                self.in_flight = count
-                self.cond.notify_all()
-            try:
-                self._send(batch)
-            finally:
-                with self.cond:
-                    self.in_flight = 0
-                    self.cond.notify_all()
-
-    def _send(self, batch: List[Tuple[List[str], Any]]) -> None:
-        """Send one batch. When the service refuses it (all or nothing: one bad event),
-        send its events one by one, so that only the bad ones are refused."""
-        try:
-            packed = wire.pack_publish(batch)
-            if packed is not None:
-                self.link.call("publishPacked", packed)
-            else:  # a value msgpack cannot carry
-                self.link.call("publishBatch", batch, serializer=FALLBACK_SERIALIZER)
-            return
-        except Exception as exc:
-            if not is_remote(exc) or len(batch) == 1:
-                self._failed(len(batch), exc)
-                return
-        for subjects, msg in batch:
-            try:
-                self.link.call("publish", subjects, msg, serializer=FALLBACK_SERIALIZER)
-            except Exception as exc:
-                self._failed(1, exc)
-
-    def _failed(self, count: int, exc: BaseException) -> None:
-        log.warning("%d batched events were not accepted: %s", count, exc)
-        with self.cond:
-            if self.error is None:
-                self.error = exc
-
-    def flush(self, timeout: Optional[float] = None) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: not self.pending and not self.in_flight, timeout):
-                raise TimeoutError(f"{len(self.pending) + self.in_flight} events not yet accepted")
-            error, self.error = self.error, None
-        if error is not None:
-            raise error
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            with self.cond:
-                self.closing = True
-                self.cond.notify_all()
-            self.thread.join()
-
-
-class _AtExit:
-    """Flushes batching publishers still open when the interpreter exits."""
-
-    def __init__(self) -> None:
-        self.publishers: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
-        atexit.register(self.close_all)
-
-    def add(self, publisher: Publisher) -> None:
-        self.publishers.add(publisher)
-
-    def discard(self, publisher: Publisher) -> None:
-        self.publishers.discard(publisher)
-
-    def close_all(self) -> None:
-        for publisher in list(self.publishers):
-            try:
-                publisher.close()
-            except Exception as exc:
-                log.error("events lost at exit: %s", exc)
-
-
-_at_exit = _AtExit()
 
 
 class _SubscriberDaemon(GuardedDaemon):

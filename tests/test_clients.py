@@ -1,6 +1,7 @@
 """The client classes against real ``es`` processes: Publisher (direct and batched, finding
 the service again) and Subscriber (esURI, listen/abort, threading, close, re-subscribing)."""
 
+import asyncio
 import signal
 import threading
 import time
@@ -9,7 +10,7 @@ import pytest
 from Pyro5 import errors
 from Pyro5.api import Proxy
 
-from eventservice import Publisher, ServiceNotFoundError, Subscriber
+from eventservice import AsyncPublisher, NoResponderError, Publisher, ServiceNotFoundError, Subscriber
 
 from conftest import HOST, free_port, wait_for
 
@@ -228,6 +229,28 @@ def test_no_service_is_a_service_not_found_error_that_says_what_to_do(cluster, m
     sub = make_subscriber()
     with pytest.raises(ServiceNotFoundError, match=r"has no Pyro\.EventService .*unknown name.*is es running\?"):
         sub.subscribe("news")
+
+
+def test_a_request_nobody_answers_is_a_no_responder_error(es, make_subscriber):
+    class Mute(Subscriber):
+        def respond(self, event):
+            return None  # no answer from me
+
+    make_subscriber(cls=Mute).subscribe("mute")
+    with Publisher() as client:
+        with pytest.raises(NoResponderError, match="nobody.here") as nobody:
+            client.request("nobody.here", None, timeout=0.5)
+        assert (nobody.value.subject, nobody.value.timeout) == ("nobody.here", None)
+        with pytest.raises(TimeoutError, match="mute") as silent:  # what callers caught before
+            client.request("mute", None, timeout=0.5)
+        assert isinstance(silent.value, NoResponderError)
+        assert (silent.value.subject, silent.value.timeout) == ("mute", 0.5)
+
+    async def ask():
+        async with AsyncPublisher() as client:
+            await client.request("mute", None, timeout=0.5)
+    with pytest.raises(NoResponderError, match="mute"):
+        asyncio.run(ask())
 
 
 # -- Subscriber -----------------------------------------------------------------------------
