@@ -12,7 +12,7 @@ from Pyro5.api import Proxy
 
 from eventservice import AsyncPublisher, NoResponderError, Publisher, ServiceNotFoundError, Subscriber
 
-from conftest import HOST, free_port, wait_for
+from conftest import HOST, callback_proxy, free_port, wait_for
 
 CALL_BOUND = 10.0  # seconds any client call may take while the service is away (contract)
 
@@ -320,7 +320,7 @@ def _most_concurrent_event_calls(cluster, threaded):
     sub.start()
     try:
         sub.subscribe("burst")
-        second.proxy().subscribe("burst", sub._callback)
+        second.proxy().subscribe("burst", callback_proxy(sub))
         barrier = threading.Barrier(2)
 
         def publish(uri):
@@ -355,7 +355,8 @@ def test_context_manager_closes_the_subscriber(es):
         sub.subscribe(["a", "b"])
         sub.subscribeMatch("c.*")
         assert service.stats()["subscribers"] == 1
-        callback = sub._callback._pyroUri
+        callback = sub.uri
+        assert isinstance(callback, str) and list(service.stats(True)["per_subscriber"]) == [callback]
     stats = service.stats()
     assert (stats["subscribers"], stats["subject_subscriptions"], stats["pattern_subscriptions"]) == (0, 0, 0)
     gone = Proxy(callback)
