@@ -18,8 +18,8 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Generator, List, Optional, Set, Tuple
 
-from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners, LoopCallbacks,
-                          Worker)
+from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners,
+                          LoopCallbacks, Worker)
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
 from .handlers import ErrorCallback, HandlerTable, first_answer, handler_key, is_coroutine_function, log_handler_error
