@@ -14,19 +14,19 @@ still finishes the job on its own. Works under any asyncio loop (the default one
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import logging
-import queue
-import threading
-from typing import (Any, Awaitable, Callable, Deque, Dict, Generator, List, Optional, Set, Tuple, TypeVar, Union)
+from typing import Any, Awaitable, Callable, Generator, List, Optional, Set, Tuple
 
-from . import typed
-from .clients import MAX_PENDING, Publisher, Subjects, Subscriber, check_subjects
+from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners,
+                          LoopCallbacks, Worker)
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
-from .handlers import HandlerTable, log_handler_error
+from .handlers import ErrorCallback, HandlerTable, first_answer, handler_key, is_coroutine_function, log_handler_error
+from .link import Subjects, check_subjects
 from .patterns import compile_pattern
+from .publisher_core import PublisherCore
+from .subscriber_core import PATTERN, SUBJECT, SubscriberCore
 
 log = logging.getLogger(__name__)
 
@@ -34,127 +34,6 @@ __all__ = ["AsyncPublisher", "AsyncSubscriber", "Subscription", "DEFAULT_BUFFER_
 
 DEFAULT_BUFFER_SIZE = 10_000  # events a Subscription (or a coroutine handler) holds before dropping the oldest
 CLOSE_TIMEOUT = 15.0  # seconds aclose() waits for the worker to finish closing
-
-T = TypeVar("T")
-AsyncHandler = Callable[[Event], Any]  # a plain function or a coroutine function taking an Event
-Callback = Callable[[Any], Any]  # a plain function or a coroutine function
-
-
-# -- the worker thread ---------------------------------------------------------------------------
-class _Worker:
-    """One thread running blocking calls in the order they were submitted; each result comes
-    back to the loop as the result of an asyncio future. Started at the first job."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._jobs: "queue.SimpleQueue[Optional[Tuple[Callable[..., Any], Tuple[Any, ...], asyncio.AbstractEventLoop, asyncio.Future[Any]]]]" = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
-        self._stopped = False
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
-        if self._stopped:
-            raise RuntimeError("client is closed")
-        loop = asyncio.get_running_loop()
-        future: "asyncio.Future[T]" = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
-        self._jobs.put((fn, args, loop, future))
-        return future
-
-    def stop(self) -> None:
-        """No more jobs: the thread ends after those submitted."""
-        if not self._stopped:
-            self._stopped = True
-            self._jobs.put(None)
-
-    async def join(self, timeout: float) -> None:
-        """Wait (without blocking the loop) until the thread ended."""
-        thread = self._thread
-        if thread is None:
-            return
-        deadline = asyncio.get_running_loop().time() + timeout
-        delay = 0.001
-        while thread.is_alive() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args, loop, future = job
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:  # handed to the awaiting coroutine
-                result, error = None, exc
-            _settle(loop, future, result, error)
-
-
-def _settle(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]", result: Any,
-            error: Optional[BaseException]) -> None:
-    def settle() -> None:
-        if future.cancelled():  # its caller went away; the call itself ran to its end
-            if error is not None:
-                log.debug("a call whose caller was cancelled failed: %s", error)
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:
-        pass  # the loop is closed: nobody waits any more
-
-
-def _is_coroutine_function(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-
-
-class _Callbacks:
-    """Runs user callbacks (plain or coroutine functions) on the loop, from any thread."""
-
-    def __init__(self) -> None:
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.tasks: Set["asyncio.Task[Any]"] = set()
-
-    def bind(self) -> None:
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-
-    def from_thread(self, callback: Optional[Callback], detail: Any) -> None:
-        loop = self.loop
-        if callback is None or loop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(self.run, callback, detail)
-        except RuntimeError:
-            pass  # the loop is closed
-
-    def run(self, callback: Callback, detail: Any) -> None:
-        try:
-            result = callback(detail)
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self.tasks.add(task)
-                task.add_done_callback(self._done)
-        except Exception:
-            log.exception("callback %r raised", callback)
-
-    def _done(self, task: "asyncio.Task[Any]") -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("callback task raised", exc_info=(type(exc), exc, exc.__traceback__))
-
-    async def cancel_all(self) -> None:
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # -- publisher -----------------------------------------------------------------------------------
@@ -177,56 +56,50 @@ class AsyncPublisher:
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        self._callbacks = _Callbacks()
-        self._publisher = Publisher(ident, esURI, batch,
-                                    on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
-                                    on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
-        self._batcher = self._publisher._batcher
-        self._worker = _Worker("es-async-publisher")
+        self._callbacks = LoopCallbacks()
+        self._core = PublisherCore(ident, esURI, batch,
+                                   on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
+                                   on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
+        self._worker = Worker("es-async-publisher")
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
 
     @property
     def connected(self) -> bool:
         """False from a call that found the service gone until one reaches it again."""
-        return self._publisher.connected
+        return self._core.connected
 
     async def publish(self, subjects: Subjects, msg: Any) -> None:
         """Publish ``msg`` on each subject (a str or list/tuple of str)."""
         if self._closed:
             raise RuntimeError("publisher is closed")
         self._callbacks.bind()
-        subjects = [subjects] if type(subjects) is str else check_subjects(subjects)
-        msg = typed.encode(msg)
-        batcher = self._batcher
-        if batcher is None:
-            await self._worker.submit(self._publisher.publish, subjects, msg)
-        elif len(batcher.pending) < MAX_PENDING:
-            batcher.add(subjects, msg)  # room: takes the batcher's lock only briefly
-        else:
-            await self._worker.submit(batcher.add, subjects, msg)
+        subjects, msg = self._core.prepare(subjects, msg)
+        if not (self._core.batching and self._core.offer(subjects, msg)):  # room: queued at once
+            await self._worker.submit(self._core.publish, subjects, msg)
 
     async def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request and return the first answer of a responder, as
-        :meth:`eventservice.Publisher.request` does; the loop goes on meanwhile (the
-        publisher's other calls wait for it in its worker thread)."""
+        :meth:`eventservice.Publisher.request` does (``NoResponderError`` when none
+        answers); the loop goes on meanwhile (the publisher's other calls wait for it in
+        its worker thread)."""
         if self._closed:
             raise RuntimeError("publisher is closed")
         self._callbacks.bind()
-        return await self._worker.submit(self._publisher.request, subject, msg, timeout)
+        return await self._worker.submit(self._core.request, subject, msg, timeout)
 
     async def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every queued event was accepted; raise the first error any met."""
         self._callbacks.bind()
-        if self._batcher is not None:
-            await self._worker.submit(self._batcher.flush, timeout)
+        if self._core.batching:
+            await self._worker.submit(self._core.flush, timeout)
 
     async def aclose(self) -> None:
         """Flush (with ``batch=True``), release the connection and end the worker thread."""
         if self._closing is None:
             self._callbacks.bind()
             self._closed = True
-            self._closing = self._worker.submit(self._publisher.close)
+            self._closing = self._worker.submit(self._core.close)
             self._worker.stop()
         try:
             await asyncio.shield(self._closing)
@@ -243,46 +116,6 @@ class AsyncPublisher:
 
 
 # -- subscriber ----------------------------------------------------------------------------------
-class _Buffer:
-    """A bounded FIFO of events on the loop; when full, the oldest event is dropped and counted."""
-
-    def __init__(self, maxsize: int) -> None:
-        if not isinstance(maxsize, int) or maxsize < 1:
-            raise ValueError("maxsize must be an int of at least 1")
-        self.maxsize = maxsize
-        self.events: Deque[Event] = collections.deque()
-        self.dropped = 0
-        self.closed = False
-        self._waiter: Optional["asyncio.Future[None]"] = None
-
-    def put(self, event: Event) -> None:
-        if self.closed:
-            return
-        if len(self.events) >= self.maxsize:
-            self.events.popleft()
-            self.dropped += 1
-        self.events.append(event)
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> Event:
-        while not self.events:
-            if self.closed:
-                raise StopAsyncIteration
-            if self._waiter is None or self._waiter.done():
-                self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        return self.events.popleft()
-
-
 class Subscription:
     """The events on some subjects (or patterns) as an async iterator::
 
@@ -301,8 +134,7 @@ class Subscription:
         self._owner = owner
         self.subjects = subjects
         self.patterns = patterns
-        self._buffer = _Buffer(maxsize)
-
+        self._buffer = EventBuffer(maxsize)
     @property
     def maxsize(self) -> int:
         return self._buffer.maxsize
@@ -373,67 +205,52 @@ class _Opening:
             await self._subscription.aclose()
 
 
-class _Runner:
-    """Runs a coroutine handler in a task of its own, one event at a time, in order, over a
-    bounded buffer (oldest dropped when full)."""
+class _Delivery:
+    """A subscriber's events into its loop: each batch from the service is matched to the
+    table in the daemon's thread and enters the loop in one call, where plain handlers are
+    called (what they raise goes to ``failed``) and coroutine handlers' runners and
+    subscriptions are given the event. Nothing is handed on once ``closed``."""
 
-    def __init__(self, owner: "AsyncSubscriber", handler: AsyncHandler, maxsize: int) -> None:
-        self.owner = owner
-        self.handler = handler
-        self.buffer = _Buffer(maxsize)
-        self.task: Optional["asyncio.Task[None]"] = None
+    def __init__(self, table: HandlerTable, failed: ErrorCallback) -> None:
+        self.table = table
+        self.failed = failed
+        self.loop: Optional[asyncio.AbstractEventLoop] = None  # set when the subscriber starts
+        self.closed = False
 
-    def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.ensure_future(self._run())
-
-    def _put(self, event: Event) -> None:
-        self.buffer.put(event)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                event = await self.buffer.get()
-            except StopAsyncIteration:
-                return
-            try:
-                await self.handler(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.owner._handler_failed(exc, event, self.handler)
-
-    async def stop(self) -> None:
-        self.buffer.close()
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-_Sink = Union[Subscription, _Runner]
-
-
-class _Bridge(Subscriber):
-    """The threaded Subscriber inside an AsyncSubscriber: matches each delivered batch to
-    the handler table (in the daemon's thread) and posts it to the loop in one call."""
-
-    def __init__(self, owner: "AsyncSubscriber", ident: Optional[str], esURI: Any) -> None:
-        super().__init__(ident, esURI,
-                         on_disconnect=lambda e: owner._callbacks.from_thread(owner.on_disconnect, e),
-                         on_reconnect=lambda u: owner._callbacks.from_thread(owner.on_reconnect, u))
-        self._handlers = owner._table
-        self._post = owner._post
-
-    def _deliver(self, events: List[Event]) -> None:
-        targets = self._handlers.targets
+    def deliver(self, events: List[Event]) -> None:
+        """From a daemon thread: one batch of events, in order."""
+        targets = self.table.targets
         batch = []
         for event in events:
             found = targets(event.subject)
             if found:
                 batch.append((event, found))
-        if batch:
-            self._post(batch)
+        if batch and self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._on_batch, batch)
+            except RuntimeError:
+                pass  # the loop is closed
+
+    def answer(self, event: Event) -> Any:
+        """From a daemon thread: a request, answered by the first plain handler that returns
+        something (coroutine handlers and subscriptions get no requests)."""
+        plain = [t for t in self.table.targets(event.subject) if not isinstance(t, (Subscription, HandlerRunner))]
+        return first_answer(plain, event, log_handler_error)
+
+    def _on_batch(self, batch: List[Tuple[Event, Tuple[Any, ...]]]) -> None:
+        if self.closed:
+            return
+        for event, targets in batch:
+            for target in targets:
+                if type(target) is HandlerRunner:
+                    target.put(event)
+                elif type(target) is Subscription:
+                    target._put(event)
+                else:
+                    try:
+                        target(event)
+                    except Exception as exc:
+                        self.failed(exc, event, target)
 
 
 class AsyncSubscriber:
@@ -467,26 +284,25 @@ class AsyncSubscriber:
                  maxsize: int = DEFAULT_BUFFER_SIZE,
                  on_error: Optional[Callable[[BaseException, Event, Any], Any]] = None,
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
-        _Buffer(maxsize)  # checks it
+        EventBuffer(maxsize)  # checks it
         self.ident = ident
         self.esURI = esURI
         self.maxsize = maxsize
         self.on_error = on_error or log_handler_error
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        self._table = HandlerTable()
-        self._callbacks = _Callbacks()
-        self._worker = _Worker("es-async-subscriber")
-        self._inner: Optional[_Bridge] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._table = HandlerTable()  # handlers and subscriptions, for dispatch: the service holds the core's set
+        self._callbacks = LoopCallbacks()
+        self._worker = Worker("es-async-subscriber")
+        self._core: Optional[SubscriberCore] = None
+        self._delivery = _Delivery(self._table, self._handler_failed)
         self._started = False
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
-        self._sinks: Dict[int, _Sink] = {}  # id(handler) -> the runner of a coroutine handler
+        self._runners = HandlerRunners(self._handler_failed)
+        self._changes = ChangeQueue(self._worker)
         self._subscriptions: Set[Subscription] = set()
-        self._before_start: List[Callable[[Subscriber], Any]] = []
-        self._changes: List["asyncio.Future[Any]"] = []  # service changes not yet awaited by flush()
-        self._dropped_by_closed = 0
+        self._dropped_by_closed = 0  # events that subscriptions closed so far had dropped
 
     # -- life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -497,29 +313,27 @@ class AsyncSubscriber:
             raise RuntimeError("subscriber is closed")
         self._started = True
         self._callbacks.bind()
-        self._loop = asyncio.get_running_loop()
-        self._inner = await self._worker.submit(self._make_inner)
-        for sink in list(self._sinks.values()):
-            if isinstance(sink, _Runner):
-                sink.start()
-        for change in self._before_start:
-            self._change(change)
-        self._before_start.clear()
+        self._delivery.loop = asyncio.get_running_loop()
+        self._core = await self._worker.submit(self._make_core)
+        self._runners.start()
+        self._changes.start(self._core)
 
-    def _make_inner(self) -> _Bridge:
-        inner = _Bridge(self, self.ident, self.esURI)
-        inner.start()
-        return inner
+    def _make_core(self) -> SubscriberCore:
+        core = SubscriberCore(self.ident, self.esURI, deliver=self._delivery.deliver, answer=self._delivery.answer,
+                              on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
+                              on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
+        core.start()
+        return core
 
     async def aclose(self) -> None:
         """Unsubscribe, stop every handler task and subscription (iterators end), close the
         daemon and end every thread this subscriber made."""
         if self._closing is None:
-            self._closed = True
+            self._closed = self._delivery.closed = True
             for subscription in list(self._subscriptions):
                 subscription._buffer.close()
-            if self._inner is not None:
-                self._closing = self._worker.submit(self._inner.close)
+            if self._core is not None:
+                self._closing = self._worker.submit(self._core.close)
             else:
                 self._closing = asyncio.get_running_loop().create_future()
                 self._closing.set_result(None)
@@ -527,8 +341,7 @@ class AsyncSubscriber:
         try:
             await asyncio.shield(self._closing)
         finally:
-            await asyncio.gather(*(s.stop() for s in list(self._sinks.values()) if isinstance(s, _Runner)),
-                                 return_exceptions=True)
+            await self._runners.stop_all()
             await self._worker.join(CLOSE_TIMEOUT)
             await self._callbacks.cancel_all()
 
@@ -540,19 +353,20 @@ class AsyncSubscriber:
         await self.aclose()
 
     @property
+    def uri(self) -> Optional[str]:
+        """The callback URI the service knows this subscriber by; None before :meth:`start`."""
+        return None if self._core is None else self._core.uri
+
+    @property
     def connected(self) -> bool:
         """False from the service found gone until it is back and subscribed again."""
-        return self._inner is None or self._inner.connected
+        return self._core is None or self._core.connected
 
     @property
     def dropped(self) -> int:
         """Events dropped by full buffers, of all subscriptions and coroutine handlers."""
-        total = self._dropped_by_closed
-        for sink in list(self._sinks.values()):
-            total += sink.buffer.dropped if isinstance(sink, _Runner) else 0
-        for subscription in list(self._subscriptions):
-            total += subscription.dropped
-        return total
+        return (self._dropped_by_closed + self._runners.dropped
+                + sum(subscription.dropped for subscription in list(self._subscriptions)))
 
     # -- handlers ----------------------------------------------------------------------------
     def on(self, subjects: Subjects, handler: Optional[AsyncHandler] = None, *,
@@ -563,9 +377,7 @@ class AsyncSubscriber:
         if handler is None:
             return lambda fn: self.on(subjects, fn, maxsize=maxsize)
         self._check_open()
-        target = self._target(handler, maxsize)
-        added = self._table.add(target, subjects=subjects)
-        self._change(_subscribing("subscribe", subjects), undo=lambda: self._table.remove(target, added[0]))
+        self._attach(self._target(handler, maxsize), SUBJECT, subjects, subjects=subjects)
         return handler
 
     def on_match(self, patterns: Subjects, handler: Optional[AsyncHandler] = None, *,
@@ -577,10 +389,16 @@ class AsyncSubscriber:
             return lambda fn: self.on_match(patterns, fn, maxsize=maxsize)
         compiled = [compile_pattern(p) for p in patterns]
         self._check_open()
-        target = self._target(handler, maxsize)
-        added = self._table.add(target, patterns=compiled)
-        self._change(_subscribing("subscribeMatch", patterns), undo=lambda: self._table.remove(target, added[1]))
+        self._attach(self._target(handler, maxsize), PATTERN, patterns, patterns=compiled)
         return handler
+
+    def _attach(self, target: Any, kind: str, names: List[str], **held: Any) -> None:
+        """Attach ``target`` here at once and subscribe ``names`` in the background (undone
+        here if the service refuses)."""
+        added = self._table.add(target, **held)
+        key = handler_key(target)
+        self._changes.add(lambda core: core.subscribe(key, kind, names),
+                          undo=lambda: self._table.remove(target, added[0] + added[1]))
 
     def remove_handler(self, handler: AsyncHandler, subjects: Optional[Subjects] = None) -> bool:
         """Detach ``handler`` from these subjects and patterns, or from all (see
@@ -588,44 +406,30 @@ class AsyncSubscriber:
         coroutine handler left with nothing is stopped (events waiting for it are dropped)."""
         names = None if subjects is None else check_subjects(subjects, "subject or pattern")
         self._check_open()
-        target = self._sinks.get(id(handler), handler)
+        target = self._runners.target(handler)
         if not self._table.holds(target):
             return False
-        before = self._snapshot()
         removed = self._table.remove(target, names)
         if not self._table.holds(target):
-            sink = self._sinks.pop(id(handler), None)
-            if isinstance(sink, _Runner):
-                self._dropped_by_closed += sink.buffer.dropped
-                if self._started:
-                    task = asyncio.ensure_future(sink.stop())
-                    self._callbacks.tasks.add(task)
-                    task.add_done_callback(self._callbacks.tasks.discard)
-        self._change(lambda inner: self._release(inner, before))
+            stopping = self._runners.stop(handler)
+            if stopping is not None:
+                self._callbacks.tasks.add(stopping)
+                stopping.add_done_callback(self._callbacks.tasks.discard)
+        key = handler_key(target)
+        self._changes.add(lambda core: core.release(key, names))
         return removed
 
     def handlers(self) -> List[AsyncHandler]:
         """The attached handlers (not subscriptions), in the order they were first attached."""
-        out = []
-        for target in self._table.handlers():
-            if isinstance(target, _Runner):
-                out.append(target.handler)
-            elif not isinstance(target, Subscription):
-                out.append(target)
-        return out
+        return [target.handler if isinstance(target, HandlerRunner) else target
+                for target in self._table.handlers() if not isinstance(target, Subscription)]
 
     def _target(self, handler: AsyncHandler, maxsize: Optional[int]) -> Any:
         if not callable(handler):
             raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
-        if not _is_coroutine_function(handler):
+        if not is_coroutine_function(handler):
             return handler
-        runner = self._sinks.get(id(handler))
-        if runner is None:
-            runner = _Runner(self, handler, maxsize or self.maxsize)
-            self._sinks[id(handler)] = runner
-            if self._started:
-                runner.start()
-        return runner
+        return self._runners.runner(handler, maxsize or self.maxsize)
 
     def subscription(self, subjects: Subjects, *, match: bool = False,
                      maxsize: Optional[int] = None) -> _Opening:
@@ -634,7 +438,7 @@ class AsyncSubscriber:
         names = check_subjects(subjects, "pattern" if match else "subject")
         compiled = [compile_pattern(p) for p in names] if match else []
         size = maxsize or self.maxsize
-        _Buffer(size)
+        EventBuffer(size)
 
         async def open_() -> Subscription:
             await self.start()
@@ -643,15 +447,14 @@ class AsyncSubscriber:
             subscription = Subscription(self, [] if match else names, names if match else [], size)
             self._subscriptions.add(subscription)
             if match:
-                added = self._table.add(subscription, patterns=compiled)
-                method, undo = "subscribeMatch", added[1]
+                added = self._table.add(subscription, patterns=compiled)[1]
             else:
-                added = self._table.add(subscription, subjects=names)
-                method, undo = "subscribe", added[0]
+                added = self._table.add(subscription, subjects=names)[0]
             try:
-                await self._worker.submit(_subscribing(method, names), self._inner)
+                await self._worker.submit(self._running().subscribe, handler_key(subscription),
+                                          PATTERN if match else SUBJECT, names)
             except BaseException:
-                self._table.remove(subscription, undo)
+                self._table.remove(subscription, added)
                 self._subscriptions.discard(subscription)
                 raise
             return subscription
@@ -662,11 +465,10 @@ class AsyncSubscriber:
         self._dropped_by_closed += subscription.dropped
         if self._closed:
             return
-        before = self._snapshot()
         self._table.remove(subscription)
         if self._started:
             try:
-                await self._worker.submit(self._release, self._inner, before)
+                await self._worker.submit(self._running().release, handler_key(subscription))
             except RuntimeError:
                 pass  # closed meanwhile: everything is unsubscribed anyway
 
@@ -675,70 +477,15 @@ class AsyncSubscriber:
         if self._closed:
             raise RuntimeError("subscriber is closed")
 
-    def _snapshot(self) -> Tuple[List[str], List[str]]:
-        subjects, patterns = self._table.held()
-        return sorted(subjects), sorted(patterns)
-
-    @staticmethod
-    def _release(inner: Optional[Subscriber], before: Tuple[List[str], List[str]]) -> None:
-        if inner is not None:
-            with inner._change_lock:
-                inner._release(before)
-
-    def _change(self, change: Callable[[Subscriber], Any], undo: Optional[Callable[[], Any]] = None) -> None:
-        """Send a subscription change to the service in the background, in order."""
-        if self._closed:
-            raise RuntimeError("subscriber is closed")
-        if not self._started:
-            self._before_start.append(change if undo is None else _Undoable(change, undo))
-            return
-        inner = self._inner
-
-        def run() -> None:
-            assert inner is not None
-            with inner._change_lock:
-                try:
-                    change(inner)
-                except BaseException:
-                    if undo is not None:
-                        undo()
-                    raise
-        future = self._worker.submit(run)
-        self._changes.append(future)
-        future.add_done_callback(self._change_done)
-
-    def _change_done(self, future: "asyncio.Future[Any]") -> None:
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("a subscription change failed: %s", future.exception())
+    def _running(self) -> SubscriberCore:
+        assert self._core is not None, "the subscriber has not started"
+        return self._core
 
     async def flush(self) -> None:
         """Wait until every subscription change made so far reached the service; raise the
         first error one met (that change was undone here)."""
         await self.start()
-        changes, self._changes = self._changes, []
-        if changes:
-            await asyncio.gather(*changes)
-
-    # -- events (the loop) -------------------------------------------------------------------
-    def _post(self, batch: List[Tuple[Event, Tuple[Any, ...]]]) -> None:
-        """From a daemon thread: one batch of (event, handlers) into the loop."""
-        try:
-            self._loop.call_soon_threadsafe(self._on_batch, batch)  # type: ignore[union-attr]
-        except RuntimeError:
-            pass  # the loop is closed
-
-    def _on_batch(self, batch: List[Tuple[Event, Tuple[Any, ...]]]) -> None:
-        if self._closed:
-            return
-        for event, targets in batch:
-            for target in targets:
-                if type(target) is Subscription or type(target) is _Runner:
-                    target._put(event)
-                    continue
-                try:
-                    target(event)
-                except Exception as exc:
-                    self._handler_failed(exc, event, target)
+        await self._changes.flush()
 
     def _handler_failed(self, exc: BaseException, event: Event, handler: Any) -> None:
         try:
@@ -747,27 +494,3 @@ class AsyncSubscriber:
                 self._callbacks.run(lambda _: result, None)
         except Exception:
             log.exception("the error callback raised, for handler %r and %s", handler, event)
-
-
-def _subscribing(method: str, names: List[str]) -> Callable[[Subscriber], None]:
-    """A change that subscribes ``names`` (exact subjects or patterns, by ``method``)."""
-    def change(inner: Subscriber) -> None:
-        with inner._change_lock:
-            inner._link.call(method, names, inner._callback)
-            inner._remember(None)
-    return change
-
-
-class _Undoable:
-    """A change queued before start, with what undoes it here when the service refuses it."""
-
-    def __init__(self, change: Callable[[Subscriber], Any], undo: Callable[[], Any]) -> None:
-        self.change = change
-        self.undo = undo
-
-    def __call__(self, inner: Subscriber) -> Any:
-        try:
-            return self.change(inner)
-        except BaseException:
-            self.undo()
-            raise

@@ -4,8 +4,9 @@ The :class:`HandlerTable` answers "which handlers get an event on this subject" 
 service's own semantics (exact subjects case-insensitive, patterns with ``re.IGNORECASE`` and
 ``re.match``, via :class:`~eventservice.matching.SubscriptionIndex`), each handler once
 however many of its subscriptions match, in the order the handlers were first attached. No
-sockets: the Subscriber asks the service for the union of what its handlers want, and the
-service sends each event once.
+sockets: it serves dispatch only; what the service holds (the union of what the subscriber
+and its handlers want, sent once) is the subscriber core's set
+(:class:`~eventservice.subscriber_core.SubscriptionSet`).
 
 Thread-safety: every method may be called from any thread; ``targets`` takes no lock on a
 cache hit.
@@ -13,10 +14,11 @@ cache hit.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import threading
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tuple
 
 from .event import Event
 from .matching import SubscriptionIndex
@@ -36,14 +38,35 @@ def log_handler_error(exc: BaseException, event: Event, handler: Any) -> None:
     log.error("handler %s raised for %s", _name(handler), event, exc_info=(type(exc), exc, exc.__traceback__))
 
 
+def first_answer(handlers: Iterable[Any], event: Event, failed: ErrorCallback) -> Any:
+    """Ask ``handlers`` in order for an answer to a request: the first that is not None, or
+    None. A handler that raises goes to ``failed(exc, event, handler)`` and the next is asked."""
+    for handler in handlers:
+        try:
+            answer = handler(event)
+        except Exception as exc:
+            failed(exc, event, handler)
+            continue
+        if answer is not None:
+            return answer
+    return None
+
+
+def is_coroutine_function(fn: Any) -> bool:
+    """True for a coroutine function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
 def _name(handler: Any) -> str:
     return getattr(handler, "__qualname__", None) or repr(handler)
 
 
-def _key(handler: Any) -> Hashable:
+def handler_key(handler: Any) -> Hashable:
+    """The key a handler is known by: itself, or its id when it cannot be hashed."""
     try:
         hash(handler)
-        return handler
+        key: Hashable = handler
+        return key
     except TypeError:
         return ("id", id(handler))
 
@@ -69,7 +92,7 @@ class HandlerTable:
         """Give ``handler`` these exact subjects and compiled patterns (besides those it has).
         Returns (subjects, pattern sources) it did not hold before, for :meth:`remove` to
         undo."""
-        key = _key(handler)
+        key = handler_key(handler)
         subjects, patterns = list(subjects), list(patterns)
         with self._lock:
             held_subjects, held_patterns = self._index.subscriptions_of(key)
@@ -89,7 +112,7 @@ class HandlerTable:
         """Remove ``handler``'s subscriptions given by ``names`` (exact ones case-insensitive,
         patterns by the same string), or all of them; a handler left with none is detached.
         True if it held any of them."""
-        key = _key(handler)
+        key = handler_key(handler)
         with self._lock:
             if key not in self._handlers:
                 return False
@@ -127,27 +150,12 @@ class HandlerTable:
 
     def holds(self, handler: Any) -> bool:
         """True if ``handler`` is attached."""
-        return _key(handler) in self._handlers
+        return handler_key(handler) in self._handlers
 
     def handlers(self) -> List[Any]:
         """The attached handlers, in the order they were first attached."""
         with self._lock:
             return [h for _, h in sorted(self._handlers.values(), key=lambda item: item[0])]
-
-    def subscriptions_of(self, handler: Any) -> Tuple[List[str], List[str]]:
-        """(casefolded exact subjects, pattern sources) of ``handler``."""
-        return self._index.subscriptions_of(_key(handler))
-
-    def held(self) -> Tuple[Set[str], Set[str]]:
-        """(casefolded exact subjects, pattern sources) that any handler holds."""
-        with self._lock:
-            subjects: Set[str] = set()
-            patterns: Set[str] = set()
-            for key in self._handlers:
-                mine, theirs = self._index.subscriptions_of(key)
-                subjects.update(mine)
-                patterns.update(theirs)
-            return subjects, patterns
 
     def targets(self, subject: str) -> Tuple[Any, ...]:
         """The handlers that get an event on ``subject``: each once, in attachment order."""

@@ -29,7 +29,7 @@ def main() -> int:
         with Subscriber() as visitor:
             visitor.subscribe("news")                # joined
             visitor.subscribeMatch(r"weather\..*")   # changed
-            key = str(visitor._callback._pyroUri)
+            key = visitor.uri
         # leaving the with block unsubscribed it from everything: left
         wanted = ["es.presence.subscriber.joined", "es.presence.subscriber.changed", "es.presence.subscriber.left"]
         deadline = time.monotonic() + 10

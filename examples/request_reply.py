@@ -1,12 +1,13 @@
 """Request/reply: a responder answers requests on "calc.double"; a client asks and gets
-the first answer back, or a TimeoutError naming the subject when nobody answers.
+the first answer back, or a NoResponderError (a TimeoutError) naming the subject when
+nobody answers.
 
 Run against an es found the usual Pyro5 way:  python examples/request_reply.py
 """
 
 import sys
 
-from eventservice import Publisher, Subscriber
+from eventservice import NoResponderError, Publisher, Subscriber
 
 
 class Doubler(Subscriber):
@@ -27,8 +28,8 @@ def main() -> int:
                 client.request("calc.nobody", 1, timeout=1)
                 print("calc.nobody answered, but nobody listens there")
                 return 1
-            except TimeoutError as exc:
-                print(f"asked calc.nobody: {exc}")
+            except NoResponderError as exc:
+                print(f"asked {exc.subject}: {exc}")
     return 0 if answer == 42 else 1
 
 

@@ -37,6 +37,17 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         delay = min(delay * 2, 0.1)
 
 
+def callback_proxy(sub: Any) -> Any:
+    """A proxy of a project Subscriber's callback object as the Subscriber hands it to the
+    service: its public ``uri``, msgpack, no handshake (it carries no secret)."""
+    from eventservice.config import FAST_SERIALIZER
+
+    proxy = Pyro5.api.Proxy(sub.uri)
+    proxy._pyroHandshake = None
+    proxy._pyroSerializer = FAST_SERIALIZER
+    return proxy
+
+
 class Proc:
     """A child process whose output lines are collected by a thread."""
 

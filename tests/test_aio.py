@@ -94,7 +94,7 @@ def test_handlers_and_subscriptions_receive_typed_events_in_order(shared, loop):
                 assert events.dropped == 0
             await until(lambda: len(plain) == 20 and len(coro) == 20, 10, "both handlers")
             assert plain == coro == got
-            key = str(sub._inner._callback._pyroUri)
+            key = sub.uri
             delivered = lambda: es.proxy().stats(True)["per_subscriber"][key]["delivered"]  # noqa: E731
             # a delivery is counted once its call returned, a moment after the events arrived
             await until(lambda: delivered() >= 20, 10, "the service to count its deliveries")
@@ -278,7 +278,9 @@ def test_aclose_leaves_no_threads_or_sockets(shared, loop):
         baseline = threads(), sockets()
         sub = AsyncSubscriber()
         pub = AsyncPublisher(batch=True)
+        assert sub.uri is None
         await sub.start()
+        assert isinstance(sub.uri, str)
         got: List[Any] = []
 
         async def handler(event: Event) -> None:

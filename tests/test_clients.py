@@ -1,6 +1,7 @@
 """The client classes against real ``es`` processes: Publisher (direct and batched, finding
 the service again) and Subscriber (esURI, listen/abort, threading, close, re-subscribing)."""
 
+import asyncio
 import signal
 import threading
 import time
@@ -9,9 +10,9 @@ import pytest
 from Pyro5 import errors
 from Pyro5.api import Proxy
 
-from eventservice import Publisher, Subscriber
+from eventservice import AsyncPublisher, NoResponderError, Publisher, ServiceNotFoundError, Subscriber
 
-from conftest import HOST, free_port, wait_for
+from conftest import HOST, callback_proxy, free_port, wait_for
 
 CALL_BOUND = 10.0  # seconds any client call may take while the service is away (contract)
 
@@ -216,6 +217,42 @@ def test_publisher_without_a_service_raises_within_the_bound(cluster):
     assert publish_timed(nameless, "news", 1) is not None
 
 
+def test_no_service_is_a_service_not_found_error_that_says_what_to_do(cluster, make_subscriber):
+    dead = dead_uri()
+    for client, expected in ((Publisher(esURI=dead), f"no Event Service answers at {dead}"),
+                             (Publisher(), "no name server answered at")):
+        error = publish_timed(client, "news", 1)
+        assert isinstance(error, ServiceNotFoundError) and isinstance(error, ConnectionError), repr(error)
+        assert expected in str(error) and "is es running" in str(error) and "esURI" in str(error), str(error)
+        assert error.__cause__ is not None or "no name server" in str(error)
+    cluster.start_ns()  # a name server without an Event Service in it
+    sub = make_subscriber()
+    with pytest.raises(ServiceNotFoundError, match=r"has no Pyro\.EventService .*unknown name.*is es running\?"):
+        sub.subscribe("news")
+
+
+def test_a_request_nobody_answers_is_a_no_responder_error(es, make_subscriber):
+    class Mute(Subscriber):
+        def respond(self, event):
+            return None  # no answer from me
+
+    make_subscriber(cls=Mute).subscribe("mute")
+    with Publisher() as client:
+        with pytest.raises(NoResponderError, match="nobody.here") as nobody:
+            client.request("nobody.here", None, timeout=0.5)
+        assert (nobody.value.subject, nobody.value.timeout) == ("nobody.here", None)
+        with pytest.raises(TimeoutError, match="mute") as silent:  # what callers caught before
+            client.request("mute", None, timeout=0.5)
+        assert isinstance(silent.value, NoResponderError)
+        assert (silent.value.subject, silent.value.timeout) == ("mute", 0.5)
+
+    async def ask():
+        async with AsyncPublisher() as client:
+            await client.request("mute", None, timeout=0.5)
+    with pytest.raises(NoResponderError, match="mute"):
+        asyncio.run(ask())
+
+
 # -- Subscriber -----------------------------------------------------------------------------
 
 class Collector(Subscriber):
@@ -283,7 +320,7 @@ def _most_concurrent_event_calls(cluster, threaded):
     sub.start()
     try:
         sub.subscribe("burst")
-        second.proxy().subscribe("burst", sub._callback)
+        second.proxy().subscribe("burst", callback_proxy(sub))
         barrier = threading.Barrier(2)
 
         def publish(uri):
@@ -318,7 +355,8 @@ def test_context_manager_closes_the_subscriber(es):
         sub.subscribe(["a", "b"])
         sub.subscribeMatch("c.*")
         assert service.stats()["subscribers"] == 1
-        callback = sub._callback._pyroUri
+        callback = sub.uri
+        assert isinstance(callback, str) and list(service.stats(True)["per_subscriber"]) == [callback]
     stats = service.stats()
     assert (stats["subscribers"], stats["subject_subscriptions"], stats["pattern_subscriptions"]) == (0, 0, 0)
     gone = Proxy(callback)

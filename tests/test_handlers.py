@@ -59,7 +59,7 @@ class Calls:
 def delivered_to(es, sub: Subscriber) -> int:
     """Events the service delivered to ``sub`` (its per-subscriber counter)."""
     stats = es.proxy().stats(True)["per_subscriber"]
-    return stats.get(str(sub._callback._pyroUri), {}).get("delivered", 0)
+    return stats.get(sub.uri, {}).get("delivered", 0)
 
 
 def subscriptions(es) -> int:
@@ -204,10 +204,31 @@ def test_removing_one_kind_keeps_the_other_kind_under_the_same_string(shared, su
     pub.publish(name + "x", 1)  # only the pattern matches
     wait_for(lambda: calls, 10, "the pattern handler")
     assert calls == [("pattern", name + "x", 1)]
-    key = str(sub._callback._pyroUri)
+    key = sub.uri
     # a delivery is counted once its call returned, a moment after the event arrived
     wait_for(lambda: es.proxy().stats(True)["per_subscriber"][key]["delivered"] >= 1, 10, "the count")
     assert es.proxy().stats(True)["per_subscriber"][key]["delivered"] == 1
+
+
+def test_a_handler_on_a_subject_held_with_a_filter_keeps_the_filter(shared, subs, pub):
+    """One subscription per subject at the service: a handler attached to a subject this
+    subscriber holds with a filter does not take the filter away, and the subscriber's own
+    subscription stays when the handler goes."""
+    _, es = shared
+    name = unique()
+    calls: List[Any] = []
+    sub = subs()
+    sub.subscribe(name, filter=[">", "price", 10])
+    handler = Calls(calls, "h")
+    sub.on(name, handler)
+    for price in (5, 20):
+        pub.publish(name, {"price": price})
+    wait_for(lambda: delivered_to(es, sub) >= 1, 10, "the passing event")
+    sub.remove_handler(handler)
+    pub.publish(name, {"price": 30})
+    wait_for(lambda: delivered_to(es, sub) >= 2, 10, "the subscription to stay")
+    assert calls == [("h", name, {"price": 20})]
+    assert delivered_to(es, sub) == 2 and subscriptions(es) >= 1
 
 
 def test_unsubscribe_removes_the_subjects_from_handlers_too(shared, subs, pub):
@@ -437,7 +458,7 @@ def test_a_raising_connection_callback_is_logged(cluster, caplog):
     with Publisher(on_disconnect=lambda e: 1 / 0, on_reconnect=lambda u: 1 / 0) as pub:
         pub.publish("x", 1)
         first.kill()
-        with caplog.at_level(logging.ERROR, logger="eventservice.clients"):
+        with caplog.at_level(logging.ERROR, logger="eventservice.link"):
             with pytest.raises(Exception) as failed:
                 pub.publish("x", 2)
             assert not isinstance(failed.value, ZeroDivisionError)

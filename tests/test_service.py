@@ -10,11 +10,11 @@ import time
 
 import pytest
 from Pyro5 import errors
-from Pyro5.api import Daemon, Proxy, expose
+from Pyro5.api import URI, Daemon, Proxy, expose
 
 from eventservice import Event, Publisher
 
-from conftest import wait_for
+from conftest import callback_proxy, wait_for
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -39,9 +39,9 @@ def subscribed_sink(es, make_subscriber, subjects=(), patterns=()):
     """An in-process Subscriber, subscribed through a plain proxy with its callback proxy."""
     sub = make_subscriber()
     service = es.proxy()
-    service.subscribe(["marker", *subjects], sub._callback)
+    service.subscribe(["marker", *subjects], callback_proxy(sub))
     if patterns:
-        service.subscribeMatch(list(patterns), sub._callback)
+        service.subscribeMatch(list(patterns), callback_proxy(sub))
     return sub, service
 
 
@@ -98,14 +98,14 @@ def test_subscribe_and_unsubscribe_with_a_list(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber, ["a", "b"])
     service.publish(["a", "b"], 1)
     assert len(events_until_marker(service, sub, 1)) == 2
-    service.unsubscribe(["a", "b"], sub._callback)
+    service.unsubscribe(["a", "b"], callback_proxy(sub))
     service.publish(["a", "b"], 2)
     assert events_until_marker(service, sub, 2) == sub.recorder.events[:2]
 
 
 def test_unsubscribe_with_a_str(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber, ["a", "b"])
-    service.unsubscribe("a", sub._callback)
+    service.unsubscribe("a", callback_proxy(sub))
     service.publish(["a", "b"], 1)
     assert [e.subject for e in events_until_marker(service, sub, 1)] == ["b"]
 
@@ -121,7 +121,7 @@ def test_subjects_are_case_insensitive_and_keep_the_publishers_spelling(es, make
 
 def test_unsubscribe_of_an_exact_subject_is_case_insensitive(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber, ["StockQuotes"])
-    service.unsubscribe("STOCKQUOTES", sub._callback)
+    service.unsubscribe("STOCKQUOTES", callback_proxy(sub))
     service.publish("stockquotes", 1)
     assert events_until_marker(service, sub, "end") == []
     assert counts(service)["subject_subscriptions"] == 1  # only the marker
@@ -129,7 +129,7 @@ def test_unsubscribe_of_an_exact_subject_is_case_insensitive(es, make_subscriber
 
 def test_unsubscribe_removes_exact_and_pattern_given_by_the_same_string(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber, ["stock"], ["stock"])
-    service.unsubscribe("stock", sub._callback)
+    service.unsubscribe("stock", callback_proxy(sub))
     service.publish(["stock", "stockquotes"], 1)
     assert events_until_marker(service, sub, "end") == []
     assert counts(service)["pattern_subscriptions"] == 0
@@ -137,9 +137,9 @@ def test_unsubscribe_removes_exact_and_pattern_given_by_the_same_string(es, make
 
 def test_unsubscribe_of_unknown_names_is_ignored(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber, ["news"])
-    service.unsubscribe(["weather", "w.*"], sub._callback)
+    service.unsubscribe(["weather", "w.*"], callback_proxy(sub))
     stranger = make_subscriber()
-    service.unsubscribe("news", stranger._callback)  # never subscribed at all
+    service.unsubscribe("news", callback_proxy(stranger))  # never subscribed at all
     service.publish("news", 1)
     assert [e.msg for e in events_until_marker(service, sub, "end")] == [1]
 
@@ -236,7 +236,7 @@ def test_an_exposed_object_is_auto_proxied(es, plain_sink):
 def test_project_subscriber_handed_over_by_a_plain_client_receives(es, make_subscriber, how):
     sub = make_subscriber()
     service = es.proxy()
-    target = Proxy(sub._callback._pyroUri) if how == "plain proxy" else sub._receiver
+    target = Proxy(sub.uri) if how == "plain proxy" else sub.daemon.objectsById[URI(sub.uri).object]
     service.subscribe(["news", "marker"], target)
     service.publish("news", 1)
     assert [e.msg for e in events_until_marker(service, sub, "end")] == [1]
@@ -248,7 +248,7 @@ def test_events_are_not_stored_for_later_subscribers(es, make_subscriber):
     service = es.proxy()
     service.publish("news", "too early")
     sub = make_subscriber()
-    service.subscribe(["news", "marker"], sub._callback)
+    service.subscribe(["news", "marker"], callback_proxy(sub))
     service.publish("news", "in time")
     assert [e.msg for e in events_until_marker(service, sub, "end")] == ["in time"]
 
@@ -283,7 +283,7 @@ def test_non_str_subject_or_pattern_raises_type_error(es, make_subscriber):
     service = es.proxy()
     for method in ("subscribe", "subscribeMatch", "unsubscribe"):
         for bad in BAD_NAMES:
-            assert_raises(TypeError, service, method, bad, sub._callback)
+            assert_raises(TypeError, service, method, bad, callback_proxy(sub))
     assert counts(service) == NOTHING
 
 
@@ -299,7 +299,7 @@ def test_invalid_regex_raises_value_error(es, make_subscriber):
     sub = make_subscriber()
     service = es.proxy()
     for pattern in ("(", "[a-", "*x", "a{2,1}", "(?P<x>a)(?P<x>b)"):
-        exc = assert_raises(ValueError, service, "subscribeMatch", pattern, sub._callback)
+        exc = assert_raises(ValueError, service, "subscribeMatch", pattern, callback_proxy(sub))
         assert not isinstance(exc, (errors.SerializeError, re.error))
         assert type(exc) is ValueError
     assert counts(service) == NOTHING
@@ -309,9 +309,9 @@ def test_a_list_with_one_bad_subject_changes_nothing(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber, ["kept"])
     before = counts(service)
     with pytest.raises(TypeError):
-        service.subscribe(["good", "better", 3], sub._callback)
+        service.subscribe(["good", "better", 3], callback_proxy(sub))
     with pytest.raises(TypeError):
-        service.unsubscribe(["kept", None], sub._callback)
+        service.unsubscribe(["kept", None], callback_proxy(sub))
     assert counts(service) == before
     service.publish(["good", "better", "kept"], 1)
     assert [e.subject for e in events_until_marker(service, sub, "end")] == ["kept"]
@@ -321,9 +321,9 @@ def test_a_list_with_one_bad_pattern_changes_nothing(es, make_subscriber):
     sub, service = subscribed_sink(es, make_subscriber)
     before = counts(service)
     with pytest.raises(ValueError):
-        service.subscribeMatch(["good.*", "(bad"], sub._callback)
+        service.subscribeMatch(["good.*", "(bad"], callback_proxy(sub))
     with pytest.raises(TypeError):
-        service.subscribeMatch(["good.*", 1], sub._callback)
+        service.subscribeMatch(["good.*", 1], callback_proxy(sub))
     assert counts(service) == before
     service.publish("goodness", 1)
     assert events_until_marker(service, sub, "end") == []
@@ -333,7 +333,7 @@ def test_a_new_subscriber_refused_for_bad_input_is_not_kept(es, make_subscriber)
     sub = make_subscriber()
     service = es.proxy()
     with pytest.raises(ValueError):
-        service.subscribeMatch(["fine", "("], sub._callback)
+        service.subscribeMatch(["fine", "("], callback_proxy(sub))
     assert counts(service)["subscribers"] == 0
 
 
@@ -519,7 +519,7 @@ def test_ident_from_the_environment_is_honoured_by_es_and_clients(cluster, make_
         pub.publish("news", "hello")
     assert [e.msg for e in sub.recorder.wait_count(1)] == ["hello"]
     with pytest.raises(errors.CommunicationError):
-        Proxy(sub._callback._pyroUri).event({"subject": "news", "msg": "forged", "time": 0.0})
+        Proxy(sub.uri).event({"subject": "news", "msg": "forged", "time": 0.0})
 
 
 def test_subscriber_daemon_refuses_a_caller_without_the_passphrase(cluster, make_subscriber):
@@ -527,12 +527,12 @@ def test_subscriber_daemon_refuses_a_caller_without_the_passphrase(cluster, make
     cluster.es("-i", "secret")
     sub = make_subscriber(ident="secret")
     for presented in (None, "wrong"):
-        intruder = Proxy(sub._callback._pyroUri)
+        intruder = Proxy(sub.uri)
         intruder._pyroHandshake = presented
         intruder._pyroTimeout = 10
         with pytest.raises(errors.CommunicationError):
             intruder.event({"subject": "news", "msg": "forged", "time": 0.0})
-    friend = Proxy(sub._callback._pyroUri)
+    friend = Proxy(sub.uri)
     friend._pyroHandshake = "secret"
     friend._pyroTimeout = 10
     friend.event({"subject": "news", "msg": "genuine", "time": 0.0})

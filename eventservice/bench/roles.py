@@ -44,7 +44,7 @@ def role_subscriber(cfg: Config, ctl: Control) -> None:
         sub.subscribeMatch(cfg["patterns"])
     sub.subscribe(cfg["subjects"])
     cpu0 = time.process_time()
-    ctl.send({"type": "ready", "uris": [str(sub._callback._pyroUri)]})
+    ctl.send({"type": "ready", "uris": [sub.uri]})
 
     def cleanup() -> None:
         if cfg.get("cleanup"):
@@ -64,7 +64,7 @@ def role_responder(cfg: Config, ctl: Control) -> None:
     sub.start()
     sub.subscribe(cfg["subject"], group=cfg.get("group"))
     cpu0 = time.process_time()
-    ctl.send({"type": "ready", "uris": [str(sub._callback._pyroUri)]})
+    ctl.send({"type": "ready", "uris": [sub.uri]})
     ctl.stop.wait()
     ctl.send({"type": "report", "cpu": time.process_time() - cpu0})
 
@@ -110,7 +110,7 @@ def role_member(cfg: Config, ctl: Control) -> None:
     sub.start()
     sub.subscribe(SUBJECT, group=cfg["group"])
     cpu0 = time.process_time()
-    ctl.send({"type": "ready", "uris": [str(sub._callback._pyroUri)]})
+    ctl.send({"type": "ready", "uris": [sub.uri]})
     while not ctl.stop.wait(0.05):
         ctl.send({"type": "progress", "n": len(got)})
     ctl.send({"type": "report", "received": len(got), "last": time.time(), "cpu": time.process_time() - cpu0,

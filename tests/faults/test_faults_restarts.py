@@ -13,6 +13,7 @@ import Pyro5.api
 from Pyro5 import errors
 
 from eventservice import EVENTSERVICE_NAME, Publisher
+from eventservice import errors as es_errors
 
 from conftest import HOST, wait_for
 from faultkit import done_line, quiescent, seqs_of
@@ -135,7 +136,7 @@ def test_es_killed_and_restarted_under_running_clients(cluster):
     assert plain_done["max_call"] < 10, plain_done
     for name in plain_done["error_types"]:
         module, _, cls = name.rpartition(".")
-        exc_type = getattr(errors if module == "Pyro5.errors" else builtins, cls, None)
+        exc_type = getattr({"Pyro5.errors": errors, "eventservice.errors": es_errors}.get(module, builtins), cls, None)
         assert isinstance(exc_type, type) and issubclass(exc_type, (errors.PyroError, OSError)), name
     assert len(fails) - fails_before <= 1, f"plain publisher failed after the new es came: {fails[fails_before:]}"
     failed_plain = {f[0] for f in fails}

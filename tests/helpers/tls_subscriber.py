@@ -25,7 +25,7 @@ class Recording(Subscriber):
 
 sub = Recording(ident=args.ident, esURI=args.uri)
 print(f"SSL {bool(Pyro5.config.SSL)}", flush=True)
-print(f"CALLBACK {sub._callback._pyroUri}", flush=True)
+print(f"CALLBACK {sub.uri}", flush=True)
 sub.subscribe(args.subjects)
 print("READY", flush=True)
 sub.listen()

@@ -10,7 +10,8 @@ import json
 import threading
 import time
 
-from eventservice import Publisher, Subscriber
+from eventservice import EVENTSERVICE_NAME, Publisher, Subscriber
+from eventservice.naming import find_ns
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--me", required=True)
@@ -67,8 +68,11 @@ for number in range(args.count):
 
 wait(lambda: len(received["exact"]) >= args.count and len(received["pattern"]) >= 2 * args.count,
      "the events of both hosts")
+ns = find_ns()  # where the clients found their es: by name, in this host's name server
+es_uri = str(ns.lookup(EVENTSERVICE_NAME))
+ns._pyroRelease()
 with lock:
-    print(json.dumps({"es": str(publisher._link.uri), "received": received}), flush=True)
+    print(json.dumps({"es": es_uri, "received": received}), flush=True)
 exact.close()
 pattern.close()
 publisher.close()

@@ -69,7 +69,7 @@ def test_slow_subscribers_hold_only_their_lane(es, cluster, make_subscriber, cou
     healthy = make_subscriber(esURI=es.uri)
     healthy.recorder = arrivals
     healthy.subscribe("healthy.stream")
-    healthy_key = str(healthy._callback._pyroUri)
+    healthy_key = healthy.uri
 
     slow = spawn_script(cluster, "slow_subscribers.py", "--esuri", es.uri, "--count", str(count),
                         "--subject", "slow.stream", "--seconds", str(SLOW_SECONDS), name="slow-subscribers")
