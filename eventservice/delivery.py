@@ -103,6 +103,9 @@ class Mailbox:
                     "dropped": self.dropped, "mode": self.mode, "slow": self.slow, "serializer": self.serializer}
 
 
+# Dispatcher is longer than the ~250 lines a class gets here: posting, serving and calling
+# share the mailboxes' locks and states (scheduled, stalled, suspect, closed) in ways that are
+# easier to check in one place; the threads themselves are in lanes.py.
 class Dispatcher:
     """Owns the mailboxes and the senders. ``post`` is called by publishing threads.
 

@@ -119,6 +119,8 @@ class Prepared:
         self.patterns, self.hits, self.seq = patterns, hits, seq
 
 
+# SubscriptionIndex is longer than the ~250 lines a class gets here: the cache and the tables
+# it patches must change under one lock, together; what a route is lives in routing.py.
 class SubscriptionIndex:
     """Exact and pattern subscriptions of all subscribers (see the module)."""
 

@@ -49,6 +49,9 @@ SERVICE_STARTED = PRESENCE_PREFIX + "service.started"
 SERVICE_STOPPED = PRESENCE_PREFIX + "service.stopped"
 
 
+# EventService is longer than the ~250 lines a class gets here: it is the remote API, one
+# method per remote call with its checks; matching, routing, delivery, replies and the backbone
+# it hands to are modules of their own.
 @expose
 class EventService:
     """The Event Service. Remote methods keep the names of Pyro 3's Event Service."""

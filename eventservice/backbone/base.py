@@ -31,6 +31,9 @@ Item = wire.Item
 Deliver = Callable[[List[Item]], None]
 
 
+# Backbone is longer than the ~250 lines a class gets here: it is one link's state machine
+# (connected, down, back), and its forwarding pump, interest and state changes share one lock,
+# one loop and the same counters; the engine messages themselves are in messages.py.
 class Backbone:
     """One ``es``'s link to the engine. Engines subclass it and provide the coroutines
     ``_connect``, ``_send``, ``_apply_interest`` and ``_disconnect`` (run on the loop), and
