@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import inspect
 import logging
 import select
+import signal
 import socket
 import ssl
 import threading
 import time
 import weakref
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from Pyro5 import errors
 from Pyro5.api import expose
@@ -757,9 +759,15 @@ class Subscriber:
 
     def listen(self) -> None:
         """Serve callbacks until :meth:`abort` (an abort that came before this call ends it
-        at once: it is used up, and the next ``listen()`` serves again)."""
+        at once: it is used up, and the next ``listen()`` serves again). Ended by Ctrl-C
+        (``KeyboardInterrupt``) or, in the main thread, SIGTERM (``SystemExit(143)``), it
+        unsubscribes everything and closes (:meth:`close`) before the exception goes on."""
         try:
-            self.daemon.requestLoop(lambda: not self._abort.is_set())
+            with _sigterm_exits():
+                self.daemon.requestLoop(lambda: not self._abort.is_set())
+        except (KeyboardInterrupt, SystemExit):
+            self.close()
+            raise
         finally:
             self._abort.clear()
 
@@ -851,6 +859,25 @@ class Subscriber:
             self._connected = False
             _call_back(self.on_disconnect, error)
 
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """In the main thread, while SIGTERM would kill the process outright: make it raise
+    ``SystemExit(143)`` instead, so that a listening Subscriber can unsubscribe first."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _extras(group: Optional[str], filter: Any) -> Tuple[Any, ...]:
