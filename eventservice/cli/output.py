@@ -158,10 +158,14 @@ class Progress:
             return
         self.next_update = now + PROGRESS_EVERY
         of = f"/{number(self.total)}" if self.total else ""
-        speed = count / max(now - self.started, 1e-9)
-        sys.stderr.write(f"{CLEAR_LINE}{self.what} {number(count)}{of} ({rate(speed)})")
-        sys.stderr.flush()
-        self.shown = True
+        self.show(f"{number(count)}{of} ({rate(count / max(now - self.started, 1e-9))})")
+
+    def show(self, text: str) -> None:
+        """Show ``what`` and ``text`` as the progress line (on a terminal)."""
+        if self.enabled:
+            sys.stderr.write(f"{CLEAR_LINE}{self.what} {text}")
+            sys.stderr.flush()
+            self.shown = True
 
     def done(self) -> None:
         """Clear the progress line, if one was shown."""
