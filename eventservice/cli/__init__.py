@@ -36,12 +36,20 @@ def main(args: Optional[List[str]] = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     parsed = None
     try:
-        from .parser import build_parser, normalise
+        from .parser import parse
 
-        parsed = build_parser().parse_args(normalise(list(sys.argv[1:] if args is None else args)))
+        parsed = parse(list(sys.argv[1:] if args is None else args))
         logging.basicConfig(level=logging.DEBUG if parsed.verbose else logging.WARNING,
                             format="es: %(levelname)s %(name)s: %(message)s")
-        return _run(parsed)
+        code = _run(parsed)
+        _flush()
+        return code
+    except SystemExit:  # --help, --version, usage errors: what argparse printed must not fail at exit
+        try:
+            _flush()
+        except Exception:
+            pass
+        raise
     except KeyboardInterrupt as exc:
         return 128 + getattr(exc, "signum", signal.SIGINT)
     except Exception as exc:
@@ -57,11 +65,22 @@ def _run(parsed: Any) -> int:
     return getattr(importlib.import_module(f".{module}", __name__), function)(parsed)
 
 
+def _flush() -> None:
+    """Flush stdout; a closed pipe means quiet from now on (OutputClosed)."""
+    from .output import OutputClosed, silence_stdout, write
+
+    try:
+        write("")
+    except OutputClosed:
+        silence_stdout()
+        raise
+
+
 def _failed(exc: Exception, parsed: Any) -> int:
     from .connect import explain
-    from .output import OutputClosed, note, silence_stdout
+    from .output import OutputClosed, note, silence_stdout, stdout_gone
 
-    if isinstance(exc, OutputClosed):
+    if isinstance(exc, OutputClosed) or (isinstance(exc, BrokenPipeError) and stdout_gone()):
         silence_stdout()
         return 0
     if parsed is not None and getattr(parsed, "verbose", False):

@@ -77,9 +77,14 @@ class ShellSubscriber(Subscriber):
 
 
 class Printer(ShellSubscriber):
-    """Writes a line for each event."""
+    """Writes a line for each event, but the presence events about itself when ``me`` (its URI)
+    is set."""
+
+    me: Optional[str] = None
 
     def event(self, event: Event) -> None:
+        if self.me is not None and isinstance(event.msg, dict) and event.msg.get("subscriber") == self.me:
+            return
         self.show(event)
 
 
@@ -109,8 +114,9 @@ def cmd_tap(args: argparse.Namespace) -> int:
     connect.locate(args)
     printer = Printer(args)
     try:
+        printer.me = subscriber_uri(printer)
         printer.subscribeMatch(args.pattern)  # held by the client: made again if the service restarts
-        callback = Proxy(subscriber_uri(printer))
+        callback = Proxy(printer.me)
         callback._pyroHandshake = None  # the service is given no secret
         service = connect.link(args)
         try:

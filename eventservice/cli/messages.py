@@ -58,14 +58,14 @@ class MessageSource:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        reads_stdin = args.stdin or args.message == "-"
         lines = getattr(args, "lines", False)
+        reads_stdin = args.stdin or args.message == "-" or (lines and not args.file and args.message is None)
         if reads_stdin and (args.file or args.message not in (None, "-")):
             args.usage_error("give the message one way: MESSAGE, '-'/--stdin or --file")
         if args.file and args.message is not None:
             args.usage_error("give the message one way: MESSAGE or --file")
         if lines and not (reads_stdin or args.file):
-            args.usage_error("--lines reads stdin ('-' or --stdin) or --file")
+            args.usage_error("--lines reads stdin or --file, not MESSAGE")
         if lines and args.count > 1:
             args.usage_error("--lines sends each line once: leave out --count")
         self.reads_stdin = reads_stdin

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import errno
 import os
+import select
 import sys
 import time
 from typing import IO, Optional
@@ -58,6 +59,16 @@ def write(text: str, stream: Optional[IO[str]] = None) -> None:
 def line(text: str = "") -> None:
     """One line on stdout (see :func:`write`)."""
     write(text + "\n")
+
+
+def stdout_gone() -> bool:
+    """True if stdout is a pipe whose reader has gone."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def silence_stdout() -> None:

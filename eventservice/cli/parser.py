@@ -53,6 +53,28 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
             self._action_max_length += self._indent_increment
 
 
+def parse(argv: List[str]) -> argparse.Namespace:
+    """``argv`` parsed, with options allowed between the positionals (``es publish s --json
+    '{"a": 1}'``); argparse alone leaves a positional that comes after an option over."""
+    parser = build_parser()
+    parsed, extras = parser.parse_known_args(normalise(argv))
+    left = []
+    for word in extras:
+        if word.startswith("-") and word != "-":
+            left.append(word)
+        elif isinstance(getattr(parsed, "subjects", None), list):
+            parsed.subjects.append(word)
+        elif getattr(parsed, "message", "") is None and getattr(parsed, "shell_command", None) is None:
+            parsed.message = word
+        elif getattr(parsed, "pattern", "") is None:
+            parsed.pattern = word
+        else:
+            left.append(word)
+    if left:
+        getattr(parsed, "usage_error", parser.error)(f"unrecognized arguments: {' '.join(left)}")
+    return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``es`` and all its commands; each command's namespace has ``run``
     ("module:function") and ``usage_error`` (its parser's ``error``)."""
@@ -102,7 +124,7 @@ def _message_options(parser: argparse.ArgumentParser, what: str, lines: bool) ->
     source.add_argument("--stdin", action="store_true", help="read the message from stdin (like MESSAGE '-')")
     source.add_argument("--file", metavar="FILE", help="read the message from FILE")
     if lines:
-        source.add_argument("--lines", action="store_true", help="one event per line of stdin or FILE")
+        source.add_argument("--lines", action="store_true", help="one event per line of stdin (the default) or FILE")
     source.add_argument("-c", "--count", type=positive_int, default=1, metavar="N",
                         help=f"send it N times, {{count}} counting 1..N (default 1)")
     source.add_argument("--sleep", type=seconds, default=0.0, metavar="SECONDS", help="pause between sends")
@@ -178,7 +200,7 @@ def _reply(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject", metavar="SUBJECT")
     answer = parser.add_mutually_exclusive_group()
     answer.add_argument("message", nargs="?", metavar="MESSAGE", help="the answer")
-    answer.add_argument("--command", metavar="CMD", help="answer with the output of CMD (run by the shell, the "
+    answer.add_argument("--command", dest="shell_command", metavar="CMD", help="answer with the output of CMD (run by the shell, the "
                                                          "request's message on its stdin)")
     parser.add_argument("--json", action="store_true", help="parse the answer as JSON")
     parser.add_argument("--group", metavar="NAME", help="share the requests with the other repliers of this group")

@@ -42,7 +42,7 @@ class Replier(ShellSubscriber):
     def answer(self, event: Event, seq: int) -> Any:
         """The answer to the request ``event``, the ``seq``-th one."""
         request = message_text(event.msg) if event.msg is not None else ""
-        if self.args.command is not None:
+        if self.args.shell_command is not None:
             return self._run_command(event, request)
         if self.args.message is None:
             return event.msg
@@ -50,7 +50,7 @@ class Replier(ShellSubscriber):
 
     def _run_command(self, event: Event, request: str) -> Any:
         try:
-            done = subprocess.run(self.args.command, shell=True, input=request.encode("utf-8"), capture_output=True,
+            done = subprocess.run(self.args.shell_command, shell=True, input=request.encode("utf-8"), capture_output=True,
                                   timeout=COMMAND_TIMEOUT, env={**os.environ, "ES_SUBJECT": event.subject})
         except subprocess.TimeoutExpired:
             note(f"--command took longer than {COMMAND_TIMEOUT:g}s: no answer sent", "warning")
