@@ -72,6 +72,8 @@ def link(args: argparse.Namespace, timeout: float = config.DEFAULT_CLIENT_TIMEOU
 def explain(exc: BaseException, args: Optional[argparse.Namespace]) -> str:
     """The one line ``es`` prints for ``exc``: what went wrong, and what to do next."""
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError) and "subject" in text:
+        return f"{text}: is a responder running? ('es reply SUBJECT MESSAGE' answers from a shell)"
     if isinstance(exc, CommandError) or is_remote(exc):
         return text
     found_at: Optional[str] = getattr(args, "found_at", None)
