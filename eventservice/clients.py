@@ -765,6 +765,8 @@ class Subscriber:
         try:
             with _sigterm_exits():
                 self.daemon.requestLoop(lambda: not self._abort.is_set())
+            if not self._abort.is_set():  # Pyro5's loop ends quietly on Ctrl-C
+                raise KeyboardInterrupt
         except (KeyboardInterrupt, SystemExit):
             self.close()
             raise

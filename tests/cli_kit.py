@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
 import threading
@@ -83,6 +84,15 @@ def listen(cluster, es, *args: str, ident: Optional[str] = None, env: Optional[D
         return subscribers(es.uri, ident) > before
     wait_for(subscribed, 30, f"es {command} to subscribe")
     return proc
+
+
+def catches_sigterm(pid: int) -> bool:
+    """True once the process has a handler for SIGTERM: es's main() is running."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
 
 
 class Terminal:

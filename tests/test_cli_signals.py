@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cli_kit import ES, listen, ok, subscribers
+from cli_kit import ES, catches_sigterm, listen, ok, subscribers
 from conftest import HOST, free_port, wait_for
 
 
@@ -63,15 +63,6 @@ def test_listen_ended_by_a_signal_exits_128_plus_it_and_unsubscribes_at_once(es,
     assert proc.wait_exit(10) == code
     assert "Traceback" not in "\n".join(proc.stderr), proc.output()
     assert subscribers(es.uri) == 0  # already unsubscribed when it exits
-
-
-def catches_sigterm(pid: int) -> bool:
-    """True once the process has a handler for SIGTERM: es's main() is running."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
-    return False
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
