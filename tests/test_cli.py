@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cli_kit import ES, listen, ok, one_line_error, run_all, subscribers
+from cli_kit import listen, ok, one_line_error, run_all, subscribers
 from conftest import ROOT, free_port, wait_for
 
 SECRET = "open sesame"

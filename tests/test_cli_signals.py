@@ -4,11 +4,13 @@ pipes and signals."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -65,42 +67,40 @@ def test_listen_ended_by_a_signal_exits_128_plus_it_and_unsubscribes_at_once(es,
     assert subscribers(es.uri) == 0  # already unsubscribed when it exits
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
-def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(cluster, delay):
-    """Ctrl-C from the moment es runs (it installs its handlers first thing), while it looks
-    for a name server that never answers (connected, then silent)."""
+@contextlib.contextmanager
+def publishing_to_a_silent_name_server(cluster) -> Iterator[Tuple[subprocess.Popen, socket.socket]]:
+    """``es publish x y`` looking for a name server that accepts connections and never answers."""
     silent = socket.socket()
     silent.bind((HOST, 0))
     silent.listen(8)
     try:
-        proc = subprocess.Popen([*ES, "publish", "x", "y", "--ns-host", HOST, "--ns-port",
-                                 str(silent.getsockname()[1])], env=cluster.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        yield subprocess.Popen([*ES, "publish", "x", "y", "--ns-host", HOST, "--ns-port", str(silent.getsockname()[1])],
+                               env=cluster.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True), silent
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(cluster, delay):
+    """Ctrl-C from the moment es runs (it installs its handlers first thing), while it looks
+    for a name server that never answers (connected, then silent)."""
+    with publishing_to_a_silent_name_server(cluster) as (proc, _):
         wait_for(lambda: proc.poll() is not None or catches_sigterm(proc.pid), 30, "es to start")
         time.sleep(delay)  # a moment later: still starting, or already waiting for the name server
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
-    finally:
-        silent.close()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and out == "", err
 
 
 def test_ctrl_c_during_the_name_server_lookup_exits_130_having_published_nothing(cluster):
-    silent = socket.socket()
-    silent.bind((HOST, 0))
-    silent.listen(8)
-    try:
-        proc = subprocess.Popen([*ES, "publish", "x", "y", "--ns-host", HOST, "--ns-port",
-                                 str(silent.getsockname()[1])], env=cluster.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with publishing_to_a_silent_name_server(cluster) as (proc, silent):
         silent.settimeout(30)
         conn, _ = silent.accept()  # es is waiting for the name server's answer now
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
         conn.close()
-    finally:
-        silent.close()
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "reached" not in out
 

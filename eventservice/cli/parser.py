@@ -104,7 +104,8 @@ def _ns_options(parser: argparse.ArgumentParser) -> None:
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("finding the Event Service")
-    where.add_argument("--esuri", metavar="URI", help="URI of the Event Service (default: look it up in the name server)")
+    where.add_argument("--esuri", metavar="URI",
+                       help="URI of the Event Service (default: look it up in the name server)")
     where.add_argument("-i", "--ident", metavar="PASSPHRASE",
                        help=f"passphrase of the Event Service (default: ${config.IDENT_ENV})")
     _ns_options(where)
@@ -126,7 +127,7 @@ def _message_options(parser: argparse.ArgumentParser, what: str, lines: bool) ->
     if lines:
         source.add_argument("--lines", action="store_true", help="one event per line of stdin (the default) or FILE")
     source.add_argument("-c", "--count", type=positive_int, default=1, metavar="N",
-                        help=f"send it N times, {{count}} counting 1..N (default 1)")
+                        help="send it N times, {{count}} counting 1..N (default 1)")
     source.add_argument("--sleep", type=seconds, default=0.0, metavar="SECONDS", help="pause between sends")
 
 
@@ -200,8 +201,8 @@ def _reply(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject", metavar="SUBJECT")
     answer = parser.add_mutually_exclusive_group()
     answer.add_argument("message", nargs="?", metavar="MESSAGE", help="the answer")
-    answer.add_argument("--command", dest="shell_command", metavar="CMD", help="answer with the output of CMD (run by the shell, the "
-                                                         "request's message on its stdin)")
+    answer.add_argument("--command", dest="shell_command", metavar="CMD",
+                        help="answer with the output of CMD (run by the shell, the request's message on its stdin)")
     parser.add_argument("--json", action="store_true", help="parse the answer as JSON")
     parser.add_argument("--group", metavar="NAME", help="share the requests with the other repliers of this group")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print the requests")

@@ -50,8 +50,9 @@ class Replier(ShellSubscriber):
 
     def _run_command(self, event: Event, request: str) -> Any:
         try:
-            done = subprocess.run(self.args.shell_command, shell=True, input=request.encode("utf-8"), capture_output=True,
-                                  timeout=COMMAND_TIMEOUT, env={**os.environ, "ES_SUBJECT": event.subject})
+            done = subprocess.run(self.args.shell_command, shell=True, input=request.encode("utf-8"),
+                                  capture_output=True, timeout=COMMAND_TIMEOUT,
+                                  env={**os.environ, "ES_SUBJECT": event.subject})
         except subprocess.TimeoutExpired:
             note(f"--command took longer than {COMMAND_TIMEOUT:g}s: no answer sent", "warning")
             return None

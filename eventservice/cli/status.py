@@ -67,7 +67,8 @@ def _watch(service: ServiceLink, args: argparse.Namespace) -> None:
 def render(now: Snapshot, before: Optional[Snapshot], where: str) -> List[str]:
     """The lines of one ``es stats`` screen; rates over the time since ``before``, if given."""
     stats = now[1]
-    lines = [paint(f"Event Service {stats.get('version', '?')} at {where} (run {str(stats.get('id', '?'))[:12]})", BOLD)]
+    run = str(stats.get("id", "?"))[:12]
+    lines = [paint(f"Event Service {stats.get('version', '?')} at {where} (run {run})", BOLD)]
     if isinstance(stats.get("started"), (int, float)):
         lines.append(f"{'started':22} {local_time(stats['started'])} (up {duration(time.time() - stats['started'])})")
     for key in COUNTERS:
