@@ -127,7 +127,7 @@ def _message_options(parser: argparse.ArgumentParser, what: str, lines: bool) ->
     if lines:
         source.add_argument("--lines", action="store_true", help="one event per line of stdin (the default) or FILE")
     source.add_argument("-c", "--count", type=positive_int, default=1, metavar="N",
-                        help="send it N times, {{count}} counting 1..N (default 1)")
+                        help="send it N times, {count} counting 1..N (default 1)")
     source.add_argument("--sleep", type=seconds, default=0.0, metavar="SECONDS", help="pause between sends")
 
 
