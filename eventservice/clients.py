@@ -13,9 +13,11 @@ Both are faces over a core shared with the asyncio clients of :mod:`eventservice
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
@@ -278,8 +280,17 @@ class Subscriber:
 
     def listen(self) -> None:
         """Serve callbacks until :meth:`abort` (an abort that came before this call ends it
-        at once: it is used up, and the next ``listen()`` serves again)."""
-        self._core.listen()
+        at once: it is used up, and the next ``listen()`` serves again). Ended by Ctrl-C
+        (``KeyboardInterrupt``) or, in the main thread, SIGTERM (``SystemExit(143)``), it
+        unsubscribes everything and closes (:meth:`close`) before the exception goes on."""
+        try:
+            with _sigterm_exits():
+                aborted = self._core.listen()
+            if not aborted:  # Pyro5's loop ends quietly on Ctrl-C
+                raise KeyboardInterrupt
+        except (KeyboardInterrupt, SystemExit):
+            self.close()
+            raise
 
     def start(self) -> threading.Thread:
         """Listen in a background thread; returns it."""
@@ -313,3 +324,22 @@ def _check_handler(handler: Any) -> None:
     if is_coroutine_function(handler):
         raise TypeError("a coroutine function cannot be a handler of the threaded Subscriber: "
                         "use eventservice.aio.AsyncSubscriber")
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """In the main thread, while SIGTERM would kill the process outright: make it raise
+    ``SystemExit(143)`` instead, so that a listening Subscriber can unsubscribe first."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)

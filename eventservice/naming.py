@@ -132,7 +132,7 @@ def claim_name(ns: Proxy, uri: URI, ident: Optional[str], replace: bool, name: s
         elif verdict is not None:
             if not replace:
                 raise NameTakenError(f"{name} is already registered by a running Event Service at {current} "
-                                     f"(use --replace to take it over)", name, str(current))
+                                     f"(es --replace, or replace=True in start_es, takes it over)", name, str(current))
             log.warning("taking over %s from %s", name, current)
             _tell_replaced(current, uri, ident)
         else:

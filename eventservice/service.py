@@ -24,6 +24,7 @@ from Pyro5.api import expose
 from Pyro5.client import Proxy
 
 from . import wire
+from .activity import SubjectActivity
 from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, PRESENCE_PREFIX, VERSION, Settings
 from .delivery import Dispatcher, Item, Queued
 from .filters import compile_filter
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Forwarder = Callable[[List[Item]], None]  # receives (subject, msg, time) tuples
 MAX_GROUP_LENGTH = 128  # characters of a work-queue group name
+MAX_SUBJECTS_LIMIT = 10_000  # subjects one call of subjects() may list
 _PAIR_TYPES = frozenset((tuple, list))
 _first = operator.itemgetter(0)
 HAND_OFF_SLICE = 1000  # events queued for all their subscribers before the next ones
@@ -75,26 +77,29 @@ class EventService:
         self.router = Router(self.dispatcher.is_live)
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
+        self.activity = SubjectActivity()  # events per subject published here (under the counter lock)
         self.published = 0
         self.requests = 0
         self.removed = 0
 
     # -- publishing --------------------------------------------------------------------------
-    def publish(self, subjects: Any, message: Any) -> None:
+    def publish(self, subjects: Any, message: Any) -> int:
         """Publish ``message`` on each subject (a str or a list/tuple of str); all the
-        events get the same time. Returns once every event is queued for its subscribers."""
-        self._accept([(self._publishable(subjects), message)])
+        events get the same time. Returns once every event is queued for its subscribers,
+        with how many subscribers of this service it was handed to (like Redis ``PUBLISH``;
+        subscribers of other ``es`` on a backbone are not counted)."""
+        return self._accept([(self._publishable(subjects), message)])[1]
 
     def publishBatch(self, events: Any) -> int:
         """Publish many events in one call: ``events`` is a list of ``(subjects, message)``
         pairs, accepted in order, all or none. Returns how many events were accepted."""
-        return self._accept(self._checked_batch(events))
+        return self._accept(self._checked_batch(events))[0]
 
     def publishPacked(self, data: Any) -> int:
         """Like :meth:`publishBatch`, with the pairs packed by
         :func:`eventservice.wire.pack_publish` (how ``Publisher`` sends). ValueError or
         TypeError for bytes that are not such a batch, before anything is published."""
-        return self._accept(self._checked_batch(wire.unpack_publish(data)))
+        return self._accept(self._checked_batch(wire.unpack_publish(data)))[0]
 
     def _checked_batch(self, events: Any) -> Sequence[Tuple[Any, Any]]:
         """``events`` checked: (subjects, message) pairs whose subjects are a str or a list
@@ -117,9 +122,9 @@ class EventService:
             checked.append((self._publishable(item[0]), item[1]))
         return checked
 
-    def _accept(self, items: Sequence[Tuple[Any, Any]]) -> int:
+    def _accept(self, items: Sequence[Tuple[Any, Any]]) -> Tuple[int, int]:
         """Stamp the events of checked (subjects, message) pairs with one time, hand them off
-        and forward them."""
+        and forward them; (events accepted, subscribers they were handed to)."""
         now = time.time()
         accepted: List[Item] = []
         if set(map(type, map(_first, items))) == {str}:  # one subject each: the common case
@@ -131,21 +136,22 @@ class EventService:
                     continue
                 for subject in subjects:
                     accepted.append((subject, message, now))
-        self._hand_off(accepted, self.index)
+        reached = self._hand_off(accepted, self.index)
         with self._counter_lock:
             self.published += len(accepted)
+            self.activity.count(map(_first, accepted))
         if self.forward is not None and accepted:
             self.forward(accepted)
-        return len(accepted)
+        return len(accepted), reached
 
-    def _hand_off(self, events: Sequence[Item], index: SubscriptionIndex) -> None:
-        """Queue each event for every subscriber that wants it, in order. A long run goes
-        in slices, so all subscribers' queues fill side by side: posting may wait for room
-        in one queue, and the others must not sit empty meanwhile."""
+    def _hand_off(self, events: Sequence[Item], index: SubscriptionIndex) -> int:
+        """Queue each event for every subscriber that wants it, in order; returns to how
+        many subscribers (a subscriber counted once per slice). A long run goes in slices,
+        so all subscribers' queues fill side by side: posting may wait for room in one
+        queue, and the others must not sit empty meanwhile."""
         if len(events) > HAND_OFF_SLICE:
-            for start in range(0, len(events), HAND_OFF_SLICE):
-                self._hand_off(events[start:start + HAND_OFF_SLICE], index)
-            return
+            return sum(self._hand_off(events[start:start + HAND_OFF_SLICE], index)
+                       for start in range(0, len(events), HAND_OFF_SLICE))
         route_of, targets, pack_event = index.route, self.router.targets, wire.pack_event
         per_subscriber: Dict[Hashable, List[Queued]] = {}
         for subject, msg, when in events:
@@ -164,6 +170,7 @@ class EventService:
         post = self.dispatcher.post
         for key, queued in per_subscriber.items():
             post(key, queued)
+        return len(per_subscriber)
 
     def deliver_remote(self, events: Sequence[Item]) -> None:
         """Hand events that entered from elsewhere (another host) to local subscribers.
@@ -222,6 +229,18 @@ class EventService:
         def change() -> None:
             self.index.add_patterns(key, ordinary, options)
             self.presence.add_patterns(key, presence, options)
+        self._change(key, subscriber, change)
+
+    def tap(self, subscriber: Any, pattern: Any = ".*") -> None:
+        """Subscribe ``subscriber`` to every event whose subject matches ``pattern`` (a regex as
+        for :meth:`subscribeMatch`), presence events included: what ``es tap`` shows.
+        ``unsubscribe(pattern, subscriber)`` ends it."""
+        compiled = self._pattern_arg(pattern)
+        key = self._key(subscriber)
+        ordinary = self.index.prepare([compiled])
+        def change() -> None:
+            self.index.add_patterns(key, ordinary, PLAIN)
+            self.presence.add_patterns(key, [compiled], PLAIN)
         self._change(key, subscriber, change)
 
     def unsubscribe(self, subjects: Any, subscriber: Any) -> None:
@@ -314,7 +333,7 @@ class EventService:
     def _subscriptions_of(self, key: str) -> Dict[str, List[str]]:
         subjects, patterns = self.index.subscriptions_of(key)
         more_subjects, more_patterns = self.presence.subscriptions_of(key)
-        return {"subjects": subjects + more_subjects, "patterns": patterns + more_patterns}
+        return {"subjects": subjects + more_subjects, "patterns": sorted(set(patterns + more_patterns))}
 
     def announce_started(self) -> None:
         """Publish ``es.presence.service.started`` (not remote)."""
@@ -336,8 +355,37 @@ class EventService:
         """The id of this run of the service; a new one each start."""
         return self.instance_id
 
+    def subjects(self, pattern: Any = None, limit: Any = 100) -> List[Dict[str, Any]]:
+        """The busiest subjects: those published here lately and those with exact subscribers,
+        matching ``pattern`` (a regex as for :meth:`subscribeMatch`; None: all), at most
+        ``limit`` of them, the most active first. Each is a dict: ``subject`` (as first
+        spelled), ``subscribers`` (holding a subscription that matches it), ``events``
+        (published here while it was remembered) and ``rate`` (events per second lately)."""
+        wanted = None if pattern is None else self._pattern_arg(pattern)
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if not 0 < limit <= MAX_SUBJECTS_LIMIT:
+            raise ValueError(f"limit must be 1 to {MAX_SUBJECTS_LIMIT}")
+        with self._counter_lock:
+            seen = self.activity.snapshot()
+        found = {subject.casefold(): (rate, events, 0, subject) for subject, events, rate in seen}
+        holders: Dict[str, int] = {}
+        for key in self.index.subscribers():
+            for subject in self.index.subscriptions_of(key)[0]:
+                holders[subject] = holders.get(subject, 0) + 1
+        for subject, count in holders.items():
+            rate, events, _, spelling = found.get(subject, (0.0, 0, 0, subject))
+            found[subject] = (rate, events, count, spelling)
+        ranked = sorted((item for item in found.values() if wanted is None or wanted.match(item[3])),
+                        key=lambda item: (-item[0], -item[1], -item[2], item[3]))[:limit]
+        return [{"subject": spelling, "subscribers": len(self.index.match(spelling)), "events": events,
+                 "rate": rate} for rate, events, _, spelling in ranked]
+
     def stats(self, per_subscriber: bool = False) -> Dict[str, Any]:
-        """Counters and sizes, as plain data."""
+        """Counters and sizes, as plain data. With ``per_subscriber``, also
+        ``per_subscriber``: for each subscriber URI its ``queued``, ``posted``,
+        ``delivered``, ``dropped``, ``mode``, ``slow``, ``serializer``, ``subjects`` and
+        ``patterns``."""
         with self._counter_lock:
             result: Dict[str, Any] = {"published": self.published, "requests": self.requests,
                                       "removed": self.removed}
@@ -354,7 +402,9 @@ class EventService:
         for name, section in self.stats_sections.items():
             result[name] = section()
         if per_subscriber:
-            result["per_subscriber"] = self.dispatcher.per_subscriber()
+            result["per_subscriber"] = subscribers = self.dispatcher.per_subscriber()
+            for key, counters in subscribers.items():
+                counters.update(self._subscriptions_of(key))
         return result
 
     def close(self) -> None:
@@ -385,6 +435,13 @@ class EventService:
             if subject[:1] in "eE" and subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX:
                 raise ValueError(f"subjects starting with {PRESENCE_PREFIX!r} are reserved for the service")
         return subjects
+
+    def _pattern_arg(self, pattern: Any) -> Pattern:
+        """One pattern given as an argument, checked and compiled."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+        [source] = self._subjects(pattern, "pattern")
+        return compile_pattern(source)
 
     @staticmethod
     def _options(group: Any, filter_spec: Any) -> Options:

@@ -316,11 +316,13 @@ class SubscriberCore:
                 pass
 
     # -- listening ---------------------------------------------------------------------------
-    def listen(self) -> None:
+    def listen(self) -> bool:
         """Serve callbacks until :meth:`abort` (an abort that came before this call ends it
-        at once: it is used up, and the next ``listen()`` serves again)."""
+        at once: it is used up, and the next ``listen()`` serves again). True if ended by
+        :meth:`abort`; False if Pyro5's loop ended otherwise (it ends quietly on Ctrl-C)."""
         try:
             self.daemon.requestLoop(lambda: not self._abort.is_set())
+            return self._abort.is_set()
         finally:
             self._abort.clear()
 

@@ -5,83 +5,36 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
 
 import pytest
-from Pyro5.api import Proxy
 
+from cli_kit import listen, ok, one_line_error, run_all, subscribers
 from conftest import ROOT, free_port, wait_for
 
 SECRET = "open sesame"
 
 
-def run_all(cluster, commands: Sequence[Sequence[str]], env: Optional[Dict[str, str]] = None,
-            timeout: float = 30) -> List[subprocess.CompletedProcess]:
-    """Run several ``es`` sub-commands at once, each to completion."""
-    procs = [subprocess.Popen([sys.executable, "-m", "eventservice.cli", *args], env={**cluster.env, **(env or {})},
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for args in commands]
-    results = []
-    for args, proc in zip(commands, procs):
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"es {' '.join(args)} did not finish within {timeout}s:\n{out}\n{err}")
-        results.append(subprocess.CompletedProcess(list(args), proc.returncode, out, err))
-    return results
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"es {' '.join(result.args)} failed ({result.returncode}):\n{result.stderr}"
-    return result
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """Assert ``result`` failed with a single line on stderr and no traceback; return it."""
-    assert result.returncode != 0, f"es {' '.join(result.args)} succeeded:\n{result.stdout}"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
-def subscribers(uri: str, ident: Optional[str] = None) -> int:
-    proxy = Proxy(uri)
-    proxy._pyroHandshake = ident
-    proxy._pyroTimeout = 10
-    try:
-        return proxy.stats()["subscribers"]
-    finally:
-        proxy._pyroRelease()
-
-
-def listen(cluster, es, *args: str, ident: Optional[str] = None, env: Optional[Dict[str, str]] = None):
-    """An ``es listen`` process, returned once the service counts one more subscriber."""
-    before = subscribers(es.uri, ident)
-    proc = cluster.spawn([sys.executable, "-m", "eventservice.cli", "listen", *args], "es listen", env)
-
-    def subscribed() -> bool:
-        if proc.proc.poll() is not None:
-            raise AssertionError(f"es listen exited ({proc.proc.returncode}):\n{proc.output()}")
-        return subscribers(es.uri, ident) > before
-    wait_for(subscribed, 30, "es listen to subscribe")
-    return proc
-
-
 # -- help --------------------------------------------------------------------------------------
 
 HELP = {
-    (): ["serve", "publish", "listen", "stats"],
+    (): ["serve", "publish", "listen", "request", "reply", "tap", "stats", "subjects", "ping", "bench",
+         "completion", "(also: pub)", "(also: sub)", "(also: req)", "--version"],
     ("serve",): ["--host", "--port", "--no-ns", "--ident", "--replace", "--ns-host", "--ns-port",
                  "--queue-size", "--overflow", "--block-timeout"],
-    ("publish",): ["--json", "--esuri", "--ident", "--ns-host", "--ns-port"],
-    ("listen",): ["--match", "--esuri", "--ident", "--ns-host", "--ns-port"],
-    ("stats",): ["--json", "--esuri", "--ident", "--ns-host", "--ns-port"],
+    ("publish",): ["--json", "--stdin", "--file", "--lines", "--count", "--sleep", "--quiet", "--esuri", "--ident",
+                   "--ns-host", "--ns-port"],
+    ("listen",): ["--match", "--group", "--filter", "--presence", "--raw", "--json", "--timestamps", "--count",
+                  "--esuri", "--ident", "--ns-host", "--ns-port"],
+    ("request",): ["--json", "--count", "--raw", "--timeout", "--esuri"],
+    ("reply",): ["--command", "--json", "--count", "--group", "--esuri"],
+    ("tap",): ["PATTERN", "--json", "--raw", "--count", "--esuri"],
+    ("stats",): ["--json", "--watch", "--interval", "--esuri", "--ident", "--ns-host", "--ns-port"],
+    ("subjects",): ["PATTERN", "--limit", "--json", "--esuri"],
+    ("ping",): ["--count", "--interval", "--esuri"],
+    ("completion",): ["bash", "zsh"],
 }
 
 
@@ -91,6 +44,19 @@ def test_help_of_es_and_each_subcommand_exits_0_and_names_the_options(cluster):
         ok(result)
         for word in words:
             assert word in result.stdout, f"'es {' '.join(sub)} --help' does not mention {word}"
+
+
+def test_version_aliases_and_unknown_commands(es, cluster, make_subscriber):
+    sub = make_subscriber()
+    sub.subscribe("aliased")
+    version, published, unknown = run_all(cluster, [["--version"], ["pub", "aliased", "by alias"], ["pubish", "x"]])
+    assert re.fullmatch(r"es \d+\.\d+\.\d+ \(eventservice\)\n", ok(version).stdout), version.stdout
+    ok(published)
+    assert [e.msg for e in sub.recorder.wait_count(1)] == ["by alias"]
+    assert unknown.returncode == 2, unknown.stderr  # a usage error, listing the commands
+    assert "invalid choice: 'pubish'" in unknown.stderr
+    for name in ("publish", "pub", "listen", "sub", "request", "req", "stats", "bench"):
+        assert f"'{name}'" in unknown.stderr, unknown.stderr
 
 
 def test_bench_is_a_subcommand_of_es_with_its_own_options():
@@ -162,15 +128,8 @@ def test_listen_count_exits_0_after_that_many_events_and_json_prints_objects(es,
         ok(cluster.cli("publish", "counted", message))
     assert proc.wait_exit(20) == 0, proc.output()
     printed = [json.loads(line) for line in proc.stdout]
-    assert [(e["subject"], e["msg"]) for e in printed] == [("counted", "one"), ("counted", "two")]
-    assert all(isinstance(e["time"], float) for e in printed)
-
-
-def test_listen_stops_with_exit_0_on_sigint_and_unsubscribes(es, cluster):
-    proc = listen(cluster, es, "quiet")
-    proc.signal(signal.SIGINT)
-    assert proc.wait_exit(10) == 0
-    assert "Traceback" not in "\n".join(proc.stderr)
+    assert [(e["seq"], e["subject"], e["msg"]) for e in printed] == [(1, "counted", "one"), (2, "counted", "two")]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", e["time"]) for e in printed)
     wait_for(lambda: subscribers(es.uri) == 0, 10, "the listener to be unsubscribed")
 
 
@@ -184,18 +143,18 @@ def test_stats_shows_the_counters_as_text_and_json(es, cluster, make_subscriber)
     sub.recorder.wait_count(1)
     # a delivery is counted once its call returned, a moment after the event arrived
     wait_for(lambda: es.proxy().stats()["delivered"] == 1, 10, "the delivery to be counted")
-    text, as_json = (ok(r) for r in run_all(cluster, [["stats"], ["stats", "--json"]]))
-    for word in ("subscribers", "subscriptions", "published", "delivered", "dropped"):
-        assert word in text.stdout
-    shown = dict(line.split(None, 1) for line in text.stdout.splitlines() if line.strip())
-    assert shown["subscribers"].strip() == "1"
-    assert shown["published"].strip() == "1"
-    assert shown["delivered"].strip() == "1"
-    assert shown["dropped"].strip() == "0"
+    text, as_json = (ok(r) for r in run_all(cluster, [["stats", "--interval", "0"], ["stats", "--json"]]))
+    for key, value in (("subscribers", 1), ("subject_subscriptions", 2), ("pattern_subscriptions", 1),
+                       ("published", 1), ("delivered", 1), ("dropped", 0)):
+        assert re.search(rf"^{key}\s+{value}$", text.stdout, re.M), text.stdout
     stats = json.loads(as_json.stdout)
     assert stats["subscribers"] == 1 and stats["published"] == 1
     assert stats["delivered"] == 1 and stats["dropped"] == 0
     assert stats["subject_subscriptions"] == 2 and stats["pattern_subscriptions"] == 1
+    [held] = stats["per_subscriber"].values()
+    assert held["subjects"] == ["also", "counted"] and held["patterns"] == ["pat.*"]
+    assert {"subject": "counted", "subscribers": 1, "events": 1} == {k: v for k, v in stats["subjects"][0].items()
+                                                                     if k != "rate"}
 
 
 # -- without a name server ---------------------------------------------------------------------
@@ -224,23 +183,30 @@ def test_subcommands_present_the_passphrase(cluster, how):
     assert stats["published"] == 1 and stats["delivered"] == 1
 
 
-def test_wrong_or_missing_passphrase_is_a_one_line_error(cluster):
+def test_wrong_or_missing_passphrase_is_a_one_line_error_that_names_the_option(cluster):
     cluster.start_ns()
     es = cluster.es("-i", SECRET)
     results = run_all(cluster, [["publish", "-i", "wrong", "x", "y"], ["publish", "x", "y"],
                                 ["stats", "-i", "wrong"], ["listen", "-i", "wrong", "x"]])
     for result in results:
-        one_line_error(result)
+        line = one_line_error(result)
+        assert "passphrase" in line and "-i/--ident" in line and "$EVENTSERVICE_IDENT" in line, line
     stats = es.proxy(SECRET).stats()
     assert stats["published"] == 0 and stats["subscribers"] == 0
 
 
 # -- no service --------------------------------------------------------------------------------
 
-def test_publishing_to_a_missing_service_is_a_one_line_error(cluster):
-    dead_uri = f"PYRO:{'Pyro.EventService'}@127.0.0.1:{free_port()}"
-    no_ns, dead = run_all(cluster, [["publish", "x", "y"], ["publish", "--esuri", dead_uri, "x", "y"]])
-    one_line_error(no_ns)
-    one_line_error(dead)
+def test_a_missing_service_is_a_one_line_error_that_says_what_to_do(cluster):
+    dead_uri = f"PYRO:Pyro.EventService@127.0.0.1:{free_port()}"
+    no_ns, dead, listening = run_all(cluster, [["publish", "x", "y"], ["publish", "--esuri", dead_uri, "x", "y"],
+                                               ["listen", "x"]])
+    for result in (no_ns, listening):
+        line = one_line_error(result)
+        assert "no name server answered" in line and "is es running?" in line and "--esuri" in line, line
+        assert "esURI" not in line
+    line = one_line_error(dead)
+    assert dead_uri in line and "is es still running?" in line and "--esuri" in line, line
     cluster.start_ns()  # a name server without an Event Service in it
-    one_line_error(cluster.cli("publish", "x", "y"))
+    line = one_line_error(cluster.cli("publish", "x", "y"))
+    assert "knows no Pyro.EventService" in line and "is es running?" in line and "--esuri" in line, line

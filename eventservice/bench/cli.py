@@ -17,6 +17,8 @@ from .scenarios import (DEFAULT_CALLS, DEFAULT_EVENTS, DEFAULT_FANOUT_EVENTS, DE
                         DEFAULT_FROZEN_RATE, DEFAULT_LATENCY_EVENTS, DEFAULT_PATTERNS, DEFAULT_PLAIN_SUB_EVENTS,
                         DEFAULT_RATE, SCENARIOS, select)
 
+from ..cli.output import Progress
+
 if TYPE_CHECKING:
     from .report import Results
     from .run import Options
@@ -101,8 +103,16 @@ def run(args: argparse.Namespace) -> int:
     if args.esuri and args.es_option:
         print("es bench: --es-option is ignored with --esuri", file=sys.stderr)
 
-    def say(text: str) -> None:
-        if not args.quiet:
+    progress = Progress("es bench:")
+
+    def say(text: str, *, running: bool = False) -> None:
+        """A line on stderr; ``running`` ones (how far a run got) only on a terminal, in place."""
+        if args.quiet:
+            return
+        if running:
+            progress.show(text)
+        else:
+            progress.done()
             print(f"es bench: {text}", file=sys.stderr, flush=True)
 
     if added:
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_all(order: List[str], repeat: int, options: Options,
-             say: Callable[[str], None]) -> Tuple[Results, int]:
+             say: Callable[..., None]) -> Tuple[Results, int]:
     """Run each scenario of ``order`` ``repeat`` times (round robin); (results, failed runs).
     Ctrl-C stops early and counts as a failure; what ran is kept."""
     from .measures import MEASURES

@@ -192,7 +192,7 @@ def _follow(run: Run, pubs: List[Child], subs: List[Child], expected: int) -> No
             last_say = now
             published = sum(c.report.get("sent", 0) if c.report else c.progress for c in pubs)
             arrived = sum(c.progress for c in subs)
-            run.say(f"  ... published {published:,}, received {arrived:,} of {total:,}")
+            run.say(f"published {published:,}, received {arrived:,} of {total:,}", running=True)
 
 
 def _check_subscribers(run: Run, healthy: List[Child], expected: int, stats: Optional[Dict[str, Any]]) -> None:

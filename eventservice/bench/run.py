@@ -43,7 +43,7 @@ class Run:
     """One run of one scenario's ``mix``: its processes and what they reported. ``say``
     takes progress lines; ``problems`` collects what went wrong."""
 
-    def __init__(self, mix: Mix, options: Options, say: Callable[[str], None]) -> None:
+    def __init__(self, mix: Mix, options: Options, say: Callable[..., None]) -> None:
         self.mix = mix
         self.options = options
         self.say = say
