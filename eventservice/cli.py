@@ -12,18 +12,21 @@ from typing import Any, Callable, Dict, List, Optional
 import Pyro5
 
 from . import config
+from .auth import client_credentials
 from .bench import cli as bench_cli
 from .clients import ServiceLink, Subscriber, Publisher
 from .event import Event
 
 log = logging.getLogger("eventservice.cli")
 
-SUBCOMMANDS = ("serve", "publish", "listen", "request", "stats", "bench")
+SUBCOMMANDS = ("serve", "publish", "listen", "request", "stats", "reload", "bench")
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--esuri", help="URI of the Event Service (default: look it up in the name server)")
     parser.add_argument("-i", "--ident", help=f"passphrase of the Event Service (default: ${config.IDENT_ENV})")
+    parser.add_argument("-u", "--user", help=f"log in as this user of es --users (default: ${config.USER_ENV})")
+    parser.add_argument("--password", help=f"the user's password, proven, never sent (default: ${config.PASSWORD_ENV})")
     _add_ns_options(parser)
     tls = parser.add_argument_group("TLS (default: Pyro5's PYRO_SSL* settings)")
     tls.add_argument("--tls-ca", help="CA that signed the Event Service's certificate; turns TLS on")
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Show subscribers, subscriptions, events in, delivered, dropped.")
     stats.add_argument("--json", action="store_true", help="print the counters as JSON")
     _add_client_options(stats)
+    _add_client_options(sub.add_parser("reload", help="read the users file of es --users again (admin users)"))
     bench_cli.add_arguments(sub.add_parser("bench", help=bench_cli.HELP))
     return parser
 
@@ -92,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import is_loopback, start_es
 
     settings = config.Settings.from_args(args)
-    if not is_loopback(args.host) and settings.ident is None and not settings.tls:
+    if not is_loopback(args.host) and settings.ident is None and not settings.users and not settings.tls:
         print(f"es: warning: listening on {args.host or 'all interfaces'} with neither passphrase nor TLS: "
               "anyone who can reach this port can publish and subscribe", file=sys.stderr, flush=True)
     ns_host = args.ns_host or (Pyro5.config.NS_HOST if args.ns_port else None)
@@ -100,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       ns_host=ns_host, ns_port=args.ns_port, replace=args.replace, announce=_say)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
+    server.reload_on_sighup()
     _say(f"URI: {server.uri}")
     where = f"registered as {config.EVENTSERVICE_NAME} in the name server at {server.ns_uri}" \
         if server.ns_uri else "without a name server"
@@ -135,14 +140,14 @@ def _message(args: argparse.Namespace) -> Any:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     _client_setup(args)
-    with Publisher(ident=args.ident, esURI=args.esuri) as publisher:
+    with Publisher(ident=args.ident, esURI=args.esuri, user=args.user, password=args.password) as publisher:
         publisher.publish(args.subject, _message(args))
     return 0
 
 
 def cmd_request(args: argparse.Namespace) -> int:
     _client_setup(args)
-    link = ServiceLink(config.ident_from_env(args.ident), args.esuri,
+    link = ServiceLink(client_credentials(args.ident, args.user, args.password), args.esuri,
                        timeout=args.timeout + config.DEFAULT_CLIENT_TIMEOUT)
     try:
         answer = link.call("request", args.subject, _message(args), args.timeout, serializer=config.FALLBACK_SERIALIZER)
@@ -163,7 +168,7 @@ class _Printer(Subscriber):
     """Prints each event on one line; stops after ``count`` events if given."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(ident=args.ident, esURI=args.esuri)
+        super().__init__(ident=args.ident, esURI=args.esuri, user=args.user, password=args.password)
         self.setThreading(False)
         self.as_json, self.remaining = args.json, args.count
 
@@ -199,7 +204,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     _client_setup(args)
-    link = ServiceLink(config.ident_from_env(args.ident), args.esuri)
+    link = ServiceLink(client_credentials(args.ident, args.user, args.password), args.esuri)
     try:
         stats: Dict[str, Any] = link.call("stats")
     finally:
@@ -215,6 +220,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
             print(f"{key:22} {stats[key]}")
         if isinstance(stats.get("backbone"), dict):
             print(_backbone_text(stats["backbone"]))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    _client_setup(args)
+    link = ServiceLink(client_credentials(args.ident, args.user, args.password), args.esuri)
+    try:
+        done: Dict[str, Any] = link.call("reload")
+    finally:
+        link.reset()
+    print(f"reloaded: {done['users']} users; revoked the subscriptions of {len(done['revoked'])} subscriber(s)")
     return 0
 
 
@@ -237,7 +253,7 @@ def _backbone_text(bb: Dict[str, Any]) -> str:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve, "publish": cmd_publish, "listen": cmd_listen, "request": cmd_request, "stats": cmd_stats,
-    "bench": bench_cli.run,
+    "reload": cmd_reload, "bench": bench_cli.run,
 }
 
 
