@@ -59,6 +59,8 @@ def notes(name: str, m: Dict[str, Any]) -> str:
         parts.append(f"x{m['ratio_to_s1']:.2f} of s1")
     if m.get("ratio_to_raw") is not None:
         parts.append(f"x{m['ratio_to_raw']:.2f} of raw")
+    if m.get("ratio_to_no_users") is not None:
+        parts.append(f"x{m['ratio_to_no_users']:.2f} of {SCENARIOS[name].reference} (without users)")
     if m.get("ratio_to_single") is not None:
         parts.append(f"x{m['ratio_to_single']:.2f} of {SCENARIOS[name].reference}")
     if name == "s3-cross" and m.get("p50_above_single_us") is not None:
