@@ -158,7 +158,9 @@ class ServiceLink:
                 with self.lock:
                     self._lose(exc, news)  # finding the service failed
             elif isinstance(exc, PermissionError):
-                raise PermissionDenied.from_text(str(exc)) from exc
+                denied = PermissionDenied.from_text(str(exc))
+                setattr(denied, "_pyroTraceback", getattr(exc, "_pyroTraceback"))  # the service's answer: is_remote
+                raise denied from exc
             raise
         finally:
             for kind, detail in news:

@@ -34,7 +34,7 @@ from .patterns import Pattern, compile_pattern
 from .permissions import Gate
 from .replies import Responders
 from .routing import PLAIN, Options, Router
-from .users import User, load_users
+from .users import User, UsersFileError, load_users
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,10 @@ class EventService:
     def reload(self) -> Dict[str, Any]:
         """Read the users file again (an admin's call, ``es reload``): see :meth:`reload_users`."""
         self._admin("reload")
-        return self.reload_users()
+        try:
+            return self.reload_users()
+        except UsersFileError as exc:
+            raise ValueError(str(exc)) from None  # a built-in: every client decodes it
 
     def reload_users(self) -> Dict[str, Any]:
         """Read the users file again and apply it at once (not remote; SIGHUP calls it). A
