@@ -337,3 +337,45 @@ def test_es_publish_and_listen_print_a_refusal_as_one_line(es: EsProc, cluster: 
     ok = cluster.cli("publish", "bob.news", "x", "--esuri", es.uri,
                      env={"EVENTSERVICE_USER": "bob", "EVENTSERVICE_PASSWORD": PASSWORDS["bob"]})
     assert ok.returncode == 0, ok.stderr
+
+
+# -- every client face logs in as a user -----------------------------------------------------------
+
+def test_the_asyncio_clients_log_in_as_users(es: EsProc) -> None:
+    import asyncio
+
+    from eventservice import AsyncPublisher, AsyncSubscriber
+
+    async def scenario() -> Any:
+        async with AsyncSubscriber(esURI=es.uri, **login("bob")) as sub:
+            with pytest.raises(PermissionDenied):
+                async with sub.subscription("orders.new"):
+                    pass
+            async with sub.subscription(".*", match=True) as events:
+                async with AsyncPublisher(esURI=es.uri, **login("alice")) as alice:
+                    with pytest.raises(PermissionDenied, match="'alice'"):
+                        await alice.publish("bob.news", 0)
+                    await alice.publish(["orders.new", "orders.public.x"], 1)
+                return await asyncio.wait_for(events.__anext__(), 10)
+    event = asyncio.run(scenario())
+    assert (event.subject, event.msg) == ("orders.public.x", 1)
+
+
+def test_register_and_emit_log_in_as_the_user_given(cluster: Cluster, tmp_path: Path) -> None:
+    import eventservice
+    from eventservice import shortcuts
+
+    cluster.start_ns()
+    cluster.es("--users", str(users_file(tmp_path)))  # found by name, as register and emit find it
+    got: list = []
+    try:
+        eventservice.register("bob.news", got.append, user="bob", password=PASSWORDS["bob"])
+        with pytest.raises(PermissionDenied):
+            eventservice.register("orders.new", got.append, user="bob", password=PASSWORDS["bob"])
+        with pytest.raises(PermissionDenied):
+            eventservice.emit("bob.news", 1, user="alice", password=PASSWORDS["alice"])
+        eventservice.emit("bob.news", 2, user="bob", password=PASSWORDS["bob"])
+        wait_for(lambda: got, 10, "the event at the registered function")
+        assert [e.msg for e in got] == [2]
+    finally:
+        shortcuts.shutdown()
