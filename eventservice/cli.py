@@ -202,13 +202,18 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
+def _ask(args: argparse.Namespace, method: str) -> Any:
+    """The answer of one call to the service, on a connection of its own."""
     _client_setup(args)
     link = ServiceLink(client_credentials(args.ident, args.user, args.password), args.esuri)
     try:
-        stats: Dict[str, Any] = link.call("stats")
+        return link.call(method)
     finally:
         link.reset()
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    stats: Dict[str, Any] = _ask(args, "stats")
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
     else:
@@ -224,12 +229,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    _client_setup(args)
-    link = ServiceLink(client_credentials(args.ident, args.user, args.password), args.esuri)
-    try:
-        done: Dict[str, Any] = link.call("reload")
-    finally:
-        link.reset()
+    done: Dict[str, Any] = _ask(args, "reload")
     print(f"reloaded: {done['users']} users; revoked the subscriptions of {len(done['revoked'])} subscriber(s)")
     return 0
 

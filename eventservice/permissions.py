@@ -92,8 +92,7 @@ class Gate:
 
     def user(self, name: str) -> User:
         """The user ``name`` as the file says now; one without rules when it is not there."""
-        return self.users.get(name) or User(name, {}, {key: [] for key in ("publish", "subscribe", "deny_publish",
-                                                                            "deny_subscribe")})
+        return self.users.get(name) or User.without_rights(name)
 
     def credentials(self, name: str) -> Credentials:
         """What the service proves to the daemon of a subscriber of user ``name``."""

@@ -253,7 +253,7 @@ class EventService:
         with self._changes:
             if not self._holds(key):
                 return
-            if self.gate is not None and user is not None:
+            if self.gate is not None and user is not None:  # user is set whenever the gate is
                 self.gate.check_owner(user, key, "unsubscribe")
             self.index.remove(key, names)
             self.presence.remove(key, names)

@@ -85,6 +85,11 @@ class User:
         self.publish = Rules(name, "publish", patterns["publish"], patterns["deny_publish"])
         self.subscribe = Rules(name, "subscribe", patterns["subscribe"], patterns["deny_subscribe"])
 
+    @classmethod
+    def without_rights(cls, name: str) -> "User":
+        """A user that may do nothing (one the file no longer has)."""
+        return cls(name, {}, {key: [] for key in RULE_KEYS})
+
     @property
     def subscribes_at_all(self) -> bool:
         """True when some subject may be subscribed to (what ``subscribeMatch`` needs)."""

@@ -379,3 +379,20 @@ def test_register_and_emit_log_in_as_the_user_given(cluster: Cluster, tmp_path: 
         assert [e.msg for e in got] == [2]
     finally:
         shortcuts.shutdown()
+
+
+def test_the_readme_example_is_a_valid_users_file(tmp_path: Path) -> None:
+    from conftest import ROOT
+    from eventservice.users import load_users
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Users and permissions"):]
+    example = section[section.index("```toml\n") + len("```toml\n"):section.index("```\n", section.index("```toml"))]
+    users = load_users(str(users_file(tmp_path, example)))
+    alice, shipping, monitor = users.get("alice"), users.get("shipping"), users.get("monitor")
+    assert alice is not None and shipping is not None and monitor is not None
+    assert alice.admin and alice.publish.refusal("orders.new") is None
+    assert alice.publish.refusal("orders.internal.audit") is not None
+    assert alice.subscribe.refusal("orders.secret.x") is not None
+    assert users.user_of_cert("shipping.example.com") == "shipping" and shipping.password is None
+    assert monitor.publish.refusal("anything") is not None and monitor.subscribe.refusal("anything") is None
