@@ -20,6 +20,7 @@ import operator
 import threading
 import time
 import uuid
+from itertools import chain
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, Optional, Sequence, Tuple, TypeVar
 
 from Pyro5.api import expose
@@ -126,7 +127,9 @@ class EventService:
         for item in events:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise TypeError("each event must be a (subjects, message) pair")
-            checked.append((self._publishable(item[0]), item[1]))
+            checked.append((self._well_formed(item[0]), item[1]))
+        if self.gate is not None:  # each distinct subject once
+            self.gate.check_publish(set(chain.from_iterable(map(_first, checked))))
         return checked
 
     def _accept(self, items: Sequence[Tuple[Any, Any]]) -> int:
@@ -497,12 +500,18 @@ class EventService:
         return list(items)
 
     def _publishable(self, value: Any) -> List[str]:
+        """``value``'s subjects, well formed and (with users) allowed to the caller."""
+        subjects = self._well_formed(value)
+        if self.gate is not None:
+            self.gate.check_publish(subjects)
+        return subjects
+
+    def _well_formed(self, value: Any) -> List[str]:
+        """``value``'s subjects: a str or a list/tuple of str, none of them reserved."""
         subjects = self._subjects(value, "subject")
         for subject in subjects:
             if subject[:1] in "eE" and subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX:
                 raise ValueError(f"subjects starting with {PRESENCE_PREFIX!r} are reserved for the service")
-        if self.gate is not None:
-            self.gate.check_publish(subjects)
         return subjects
 
     @staticmethod
