@@ -412,7 +412,7 @@ class EventService:
                     told.append((subject, key, owner, subscriptions))
         for subject, key, owner, subscriptions in told:
             self._announce(subject, key, reason(owner), subscriptions, owner=owner)
-        log.warning("users file %s reloaded: %d users; %d subscribers lost subscriptions it forbids now",
+        log.warning("users file %s reloaded: %d users; %d subscribers lost subscriptions the new rules forbid",
                     users.path, len(users), len(told))
         return {"users": len(users), "revoked": {key: subs["revoked"] for _, key, _, subs in told}}
 
