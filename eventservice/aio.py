@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Generator, List, Optional, Set, Tup
 
 from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners,
                           LoopCallbacks, Worker)
+from .auth import client_credentials
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
 from .handlers import ErrorCallback, HandlerTable, first_answer, handler_key, is_coroutine_function, log_handler_error
@@ -50,14 +51,16 @@ class AsyncPublisher:
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` (plain or coroutine functions) are told
     on the loop when a call finds the service gone and when a later call reached it again.
+    ``user`` and ``password``: as for :class:`~eventservice.Publisher`.
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
+                 user: Optional[str] = None, password: Optional[str] = None,
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._callbacks = LoopCallbacks()
-        self._core = PublisherCore(ident, esURI, batch,
+        self._core = PublisherCore(client_credentials(ident, user, password), esURI, batch,
                                    on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
                                    on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
         self._worker = Worker("es-async-publisher")
@@ -277,15 +280,19 @@ class AsyncSubscriber:
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` (plain or coroutine functions) are told
     on the loop when the service went away and when it is back and subscribed again (the
-    re-subscription itself is automatic, within 10 s of the service being back).
+    re-subscription itself is automatic, within 10 s of the service being back). ``user`` and
+    ``password``: as for :class:`~eventservice.Subscriber`.
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, *,
+                 user: Optional[str] = None, password: Optional[str] = None,
                  maxsize: int = DEFAULT_BUFFER_SIZE,
                  on_error: Optional[Callable[[BaseException, Event, Any], Any]] = None,
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
         EventBuffer(maxsize)  # checks it
-        self.ident = ident
+        self.credentials = client_credentials(ident, user, password)
+        self.user = self.credentials.user
+        self.ident = None if self.user else self.credentials.secret
         self.esURI = esURI
         self.maxsize = maxsize
         self.on_error = on_error or log_handler_error
@@ -319,7 +326,8 @@ class AsyncSubscriber:
         self._changes.start(self._core)
 
     def _make_core(self) -> SubscriberCore:
-        core = SubscriberCore(self.ident, self.esURI, deliver=self._delivery.deliver, answer=self._delivery.answer,
+        core = SubscriberCore(self.credentials, self.esURI, deliver=self._delivery.deliver,
+                              answer=self._delivery.answer,
                               on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
                               on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
         core.start()

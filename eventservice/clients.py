@@ -2,9 +2,12 @@
 
 They know the service only by its remote methods. Both find the service by name
 (``Pyro.EventService`` in the name server, found the usual Pyro5 way) or by ``esURI``,
-present the passphrase (``ident``, else ``EVENTSERVICE_IDENT``) as their handshake, and
-find the service again after it went away. When no service can be reached they raise
-:class:`~eventservice.errors.ServiceNotFoundError`, whose text says what to do next.
+prove the passphrase (``ident``, else ``EVENTSERVICE_IDENT``) or, for a service with users,
+the password of ``user`` (else ``EVENTSERVICE_USER`` and ``EVENTSERVICE_PASSWORD``) at their
+handshake, never sending it, and find the service again after it went away. A call the
+service refuses by its users' rules raises :class:`~eventservice.errors.PermissionDenied`.
+When no service can be reached they raise :class:`~eventservice.errors.ServiceNotFoundError`,
+whose text says what to do next.
 
 Both are faces over a core shared with the asyncio clients of :mod:`eventservice.aio`:
 :class:`~eventservice.publisher_core.PublisherCore` and
@@ -19,6 +22,7 @@ import signal
 import threading
 from typing import Any, Callable, Iterator, List, Optional
 
+from .auth import client_credentials
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
 from .handlers import (ErrorCallback, Handler, HandlerTable, first_answer, handler_key, is_coroutine_function,
@@ -46,6 +50,10 @@ class Publisher:
     :func:`eventservice.register_type`; an instance of a class nobody registered raises
     ``TypeError`` in ``publish`` before anything is sent.
 
+    ``user`` and ``password`` log in as a user of a service with users (``es --users``;
+    default ``$EVENTSERVICE_USER``, ``$EVENTSERVICE_PASSWORD``); the password is proven,
+    never sent. A user with a TLS client certificate needs no password.
+
     Connection callbacks (keyword arguments or attributes of the same names):
     ``on_disconnect(error)`` when a call finds the service gone, ``on_reconnect(uri)`` when a
     later call reached a service again; called once each per outage, in the thread that made
@@ -53,13 +61,17 @@ class Publisher:
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
+                 user: Optional[str] = None, password: Optional[str] = None,
                  on_disconnect: Optional[DisconnectCallback] = None,
                  on_reconnect: Optional[ReconnectCallback] = None) -> None:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        self._core = PublisherCore(ident, esURI, batch, on_disconnect=lambda e: call_back(self.on_disconnect, e),
+        credentials = client_credentials(ident, user, password)
+        self._core = PublisherCore(credentials, esURI, batch,
+                                   on_disconnect=lambda e: call_back(self.on_disconnect, e),
                                    on_reconnect=lambda u: call_back(self.on_reconnect, u))
-        self.ident = self._core.ident
+        self.user = credentials.user
+        self.ident = None if credentials.user else credentials.secret
 
     def publish(self, subjects: Subjects, msg: Any) -> None:
         """Publish ``msg`` on each subject in ``subjects`` (a str or list/tuple of str)."""
@@ -96,14 +108,16 @@ class Subscriber:
     """Receives events on subjects and patterns; override ``event(self, event)``, or attach
     plain handlers with :meth:`on` and :meth:`on_match`.
 
-    It serves a Pyro5 daemon of its own (requiring the passphrase too, when one is set);
+    It serves a Pyro5 daemon of its own (requiring the passphrase too, when one is set, or
+    with ``user`` that user's password, so that only the service can push events into it);
     ``listen()`` serves callbacks until ``abort()``, ``start()`` does that in a background
     thread. Events arrive in the order each publisher published them; with
     ``setThreading(False)`` ``event()`` (and so every handler) is never called by two threads
     at once. A watcher thread checks the service every few seconds and subscribes again with
     everything this subscriber had when the service restarted or was replaced.
 
-    Keyword arguments (also attributes of the same names):
+    Keyword arguments (also attributes of the same names, except ``user`` and ``password``,
+    as for :class:`Publisher`):
 
     - ``on_error(exc, event, handler)``: told when a handler raised; the default logs it with
       its traceback. The other handlers and the listener go on either way.
@@ -117,6 +131,7 @@ class Subscriber:
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, *,
+                 user: Optional[str] = None, password: Optional[str] = None,
                  on_error: Optional[ErrorCallback] = None,
                  on_disconnect: Optional[DisconnectCallback] = None,
                  on_reconnect: Optional[ReconnectCallback] = None) -> None:
@@ -126,10 +141,12 @@ class Subscriber:
         self._handlers = HandlerTable()  # plain handlers, for dispatch: the service holds the core's set
         self._event_lock = threading.Lock()
         self._threaded = True
-        self._core = SubscriberCore(ident, esURI, deliver=self._deliver, answer=self._answer,
+        credentials = client_credentials(ident, user, password)
+        self._core = SubscriberCore(credentials, esURI, deliver=self._deliver, answer=self._answer,
                                     on_disconnect=lambda e: call_back(self.on_disconnect, e),
                                     on_reconnect=lambda u: call_back(self.on_reconnect, u))
-        self.ident = self._core.ident
+        self.user = credentials.user
+        self.ident = None if credentials.user else credentials.secret
         self.daemon = self._core.daemon
 
     @property

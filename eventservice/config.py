@@ -16,6 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence
 VERSION = "0.1.0"
 EVENTSERVICE_NAME = "Pyro.EventService"  # name in the Pyro5 name server
 IDENT_ENV = "EVENTSERVICE_IDENT"  # environment variable holding the passphrase
+USER_ENV = "EVENTSERVICE_USER"  # environment variable holding a client's user name (es --users)
+PASSWORD_ENV = "EVENTSERVICE_PASSWORD"  # ... and that user's password
+USERS_ENV = "EVENTSERVICE_USERS"  # environment variable naming the users file of es
 
 DEFAULT_QUEUE_SIZE = 10_000  # events waiting per subscriber
 DEFAULT_OVERFLOW = "block"  # "block" or "drop" when a subscriber's queue is full
@@ -89,9 +92,12 @@ class Settings:
 
     ident: Optional[str] = setting(None, "passphrase clients must prove they know", group=ACCESS, short="-i",
                                    env=IDENT_ENV)
-    allow_clear_ident: bool = setting(True, "refuse clients that present the passphrase itself (plain Pyro5 "
-                                            "clients setting _pyroHandshake): only proofs of it are accepted",
-                                      group=ACCESS, flag="--no-clear-ident")
+    allow_clear_ident: bool = setting(True, "refuse clients that present the passphrase (or a user's password) "
+                                            "itself (plain Pyro5 clients setting _pyroHandshake): only proofs of "
+                                            "it are accepted", group=ACCESS, flag="--no-clear-ident")
+    users: Optional[str] = setting(None, "users file (TOML): each client logs in as one of its users and may "
+                                         "publish and subscribe only as its rules say; reloaded on SIGHUP or "
+                                         "'es reload'", group=ACCESS, env=USERS_ENV, metavar="FILE")
     tls_cert: Optional[str] = setting(None, "serve TLS with this certificate (PEM)", group=TLS, metavar="FILE")
     tls_key: Optional[str] = setting(None, "the certificate's private key", group=TLS, metavar="FILE")
     tls_ca: Optional[str] = setting(None, "CA trusted for subscribers' certificates (callbacks) and client "
@@ -159,6 +165,11 @@ class Settings:
                 raise ValueError(f"{flag_of(name)} must not be negative")
         if self.backbone_timeout <= 0:
             raise ValueError("--backbone-timeout must be more than 0 seconds")
+        if self.users and self.ident:
+            raise ValueError("--users and -i/--ident (or $EVENTSERVICE_IDENT) exclude each other: with users, each "
+                             "client proves its own user's password")
+        if self.users and not os.path.isfile(self.users):
+            raise ValueError(f"users file not found: {self.users}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         if (self.tls_ca or self.tls_require_client_cert) and not self.tls_cert:

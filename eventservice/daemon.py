@@ -25,6 +25,7 @@ import heapq
 import itertools
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -106,6 +107,22 @@ class Reaper:
 REAPER = Reaper()
 
 
+def user_of(conn: Any) -> Optional[str]:
+    """The user a connection served by a guarded daemon logged in as (None: no user)."""
+    return getattr(conn, "es_user", None)
+
+
+def _common_name(conn: Any) -> Optional[str]:
+    """The common name of a connection's verified TLS client certificate, if any."""
+    getpeercert = getattr(conn.sock, "getpeercert", None)
+    cert = getpeercert() if getpeercert is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return None
+
+
 def _shut(sock: Any) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -129,12 +146,16 @@ class GuardMixin(ConnectionHook):
         self._conns_lock = threading.Lock()
         self.evicted = 0  # idle connections closed to make room
 
-    def _guard_listener(self) -> None:
+    def _guard_listener(self, client_certs: bool = False) -> None:
+        """TLS: handshakes in the connections' workers; with ``client_certs``, a client's
+        certificate is asked for (and checked when given) even where it is not required."""
         listener = getattr(self.transportServer, "sock", None)  # type: ignore[attr-defined]
         if listener is not None and hasattr(listener, "do_handshake_on_connect"):
             # TLS: do the TLS handshake in the connection's worker, under the handshake
             # timeout, not in the accept loop where one silent client would stall it
             listener.do_handshake_on_connect = False
+            if client_certs and listener.context.verify_mode == ssl.CERT_NONE:
+                listener.context.verify_mode = ssl.CERT_OPTIONAL
 
     # -- connections -----------------------------------------------------------------------
     def connections(self) -> List[Any]:
@@ -171,9 +192,12 @@ class GuardMixin(ConnectionHook):
 
     # -- handshake -------------------------------------------------------------------------
     def validateHandshake(self, conn: Any, data: Any) -> Any:
-        answer, pending = self.authority.greet(data)
-        conn.es_pending = pending
-        return answer
+        """Greet a new connection (see :class:`~eventservice.auth.Authority`); the user it
+        logs in as is ``conn.es_user`` (once its proof, if one must follow, arrived)."""
+        greeting = self.authority.greet(data, _common_name(conn))
+        conn.es_pending = greeting.pending
+        conn.es_user = greeting.user
+        return greeting.answer
 
     def on_connect(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
         """The handshake of a new connection, under the guards; False: it is closed."""
@@ -309,6 +333,7 @@ class GuardMixin(ConnectionHook):
             log.info("refused a connection: wrong proof of the passphrase")
             self._refuse(conn, seq, errors.SecurityError("passphrase refused"), serializer_id)
         conn.es_pending = None
+        conn.es_user = pending.user
         REAPER.cancel(conn.es_deadline)
         self._send_reply(conn, protocol.MSG_RESULT, seq, serializer_id, True)
 
@@ -364,10 +389,10 @@ class GuardedDaemon(GuardMixin, Daemon):  # type: ignore[misc]
 
     def __init__(self, host: Optional[str] = None, port: int = 0, *, authority: Optional[Authority] = None,
                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, max_message_size: Optional[int] = None,
-                 max_connections: Optional[int] = None, **kwargs: Any) -> None:
+                 max_connections: Optional[int] = None, client_certs: bool = False, **kwargs: Any) -> None:
         self._guard_init(authority, handshake_timeout, max_message_size, max_connections)
         super().__init__(host=host, port=port, **kwargs)
-        self._guard_listener()
+        self._guard_listener(client_certs)
 
 
 class _Budget:

@@ -69,10 +69,12 @@ MODE_DICT = "dict"  # event(dict), for clients that cannot decode an Event
 
 
 class Mailbox:
-    """The queue and connection of one subscriber. All fields are guarded by ``lock``."""
+    """The queue and connection of one subscriber. All fields are guarded by ``lock``.
+    ``credentials``: what the service proves to the subscriber's daemon when it asks."""
 
-    def __init__(self, key: str, proxy: Proxy, settings: Settings) -> None:
+    def __init__(self, key: str, proxy: Proxy, settings: Settings, credentials: auth.Credentials) -> None:
         self.key = key
+        self.credentials = credentials
         self.uri = proxy._pyroUri
         self.serializer = proxy._pyroSerializer or FALLBACK_SERIALIZER  # its callback proxy's choice, or serpent
         self.settings = settings
@@ -131,12 +133,14 @@ class Dispatcher:
             threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
     # -- mailboxes ---------------------------------------------------------------------------
-    def ensure(self, key: str, proxy: Proxy) -> None:
-        """Give subscriber ``key`` a mailbox, if it has none."""
+    def ensure(self, key: str, proxy: Proxy, credentials: Optional[auth.Credentials] = None) -> None:
+        """Give subscriber ``key`` a mailbox, if it has none; calls to it prove
+        ``credentials`` when it asks (default: the service's passphrase)."""
         with self._lock:
             mailbox = self._mailboxes.get(key)
             if mailbox is None:
-                self._mailboxes[key] = Mailbox(key, proxy, self.settings)
+                self._mailboxes[key] = Mailbox(key, proxy, self.settings,
+                                               credentials or auth.Credentials(self.settings.ident))
             else:
                 with mailbox.lock:
                     mailbox.retiring = False
@@ -144,10 +148,10 @@ class Dispatcher:
     def has(self, key: Hashable) -> bool:
         return key in self._mailboxes
 
-    def where(self, key: Hashable) -> Optional[Tuple[Any, Optional[str]]]:
-        """(URI, serializer) of subscriber ``key``, or None."""
+    def where(self, key: Hashable) -> Optional[Tuple[Any, Optional[str], auth.Credentials]]:
+        """(URI, serializer, credentials) of subscriber ``key``, or None."""
         mailbox = self._mailboxes.get(key)
-        return None if mailbox is None else (mailbox.uri, mailbox.serializer)
+        return None if mailbox is None else (mailbox.uri, mailbox.serializer, mailbox.credentials)
 
     def is_live(self, key: Hashable) -> bool:
         """False for a subscriber that is frozen or slow as far as we know: its queue stayed
@@ -371,10 +375,12 @@ class Dispatcher:
 
     def _proxy(self, mailbox: Mailbox, timeout: Optional[float] = None) -> Proxy:
         """The mailbox's proxy, bound; calls on it time out after ``timeout`` seconds
-        (default: the delivery timeout). It proves the passphrase if the subscriber asks."""
+        (default: the delivery timeout). It proves the passphrase, or the password of the
+        subscriber's user, if the subscriber asks."""
         proxy = mailbox.proxy
         if proxy is None:
-            proxy = auth.proxy(mailbox.uri, self.settings.ident, serializer=mailbox.serializer, require=False)
+            secret, user = mailbox.credentials
+            proxy = auth.proxy(mailbox.uri, secret, serializer=mailbox.serializer, require=False, user=user)
             mailbox.proxy = proxy
         else:
             proxy._pyroClaimOwnership()

@@ -11,6 +11,8 @@ turn them into the richer errors here.
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Optional
 
 
@@ -46,3 +48,35 @@ class NoResponderError(EventServiceError, TimeoutError):
 class ServiceNotFoundError(EventServiceError, ConnectionError):
     """No Event Service could be reached: no name server answered, the name is not
     registered, or nothing answers where it points. The text says what to do next."""
+
+
+class PermissionDenied(EventServiceError, PermissionError):
+    """The service refused an operation by the rules of its users file (``es --users``):
+    ``user`` may not ``action`` (publish, subscribe, change, unsubscribe, join, call)
+    ``subject`` (a subject, a pattern, a subscriber's URI, a work-queue group or a method).
+    Nothing changed."""
+
+    def __init__(self, message: str, user: str = "", action: str = "", subject: str = "") -> None:
+        super().__init__(message)
+        self.user = user
+        self.action = action
+        self.subject = subject
+
+    @classmethod
+    def from_text(cls, text: str) -> "PermissionDenied":
+        """The error whose text the service sent (see :func:`denial_text`); fields left
+        empty when the text has another form."""
+        found = _DENIAL.match(text)
+        if found is None:
+            return cls(text)
+        return cls(text, ast.literal_eval(found["user"]), found["action"], ast.literal_eval(found["subject"]))
+
+
+_QUOTED = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'  # a str as repr() writes it
+_DENIAL = re.compile(rf"permission denied: user (?P<user>{_QUOTED}) may not (?P<action>[a-z]+) (?P<subject>{_QUOTED})")
+
+
+def denial_text(user: str, action: str, subject: str, why: str) -> str:
+    """The text of a refusal, as the service raises it in a built-in ``PermissionError``
+    (which plain Pyro5 clients decode) and :meth:`PermissionDenied.from_text` reads."""
+    return f"permission denied: user {user!r} may not {action} {subject!r} ({why})"

@@ -4,7 +4,8 @@ service is gone", how a connection callback is called, the check of subjects bef
 anything is sent).
 
 When no Event Service can be reached, the link raises
-:class:`~eventservice.errors.ServiceNotFoundError`, whose text says what to do next.
+:class:`~eventservice.errors.ServiceNotFoundError`, whose text says what to do next; when the
+service refuses a call by its users' rules, :class:`~eventservice.errors.PermissionDenied`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from Pyro5.client import Proxy
 
 from . import auth
 from .config import DEFAULT_CLIENT_TIMEOUT, EVENTSERVICE_NAME, FAST_SERIALIZER
-from .errors import ServiceNotFoundError
+from .errors import PermissionDenied, ServiceNotFoundError
 from .naming import find_ns
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def _look_up() -> Any:
 
 class ServiceLink:
     """One proxy of the Event Service, shared by threads under a lock, made again after
-    a failure: by ``esURI`` if given, else by name. With ``persistent=False`` the
+    a failure: by ``esURI`` if given, else by name; it proves ``credentials`` (see
+    :func:`eventservice.auth.client_credentials`). With ``persistent=False`` the
     connection is closed after each call, so that an idle client (a Subscriber between
     subscriptions) holds no connection, and no thread, in the service.
 
@@ -104,10 +106,10 @@ class ServiceLink:
     back), ``on_back(uri)`` when a new connection is made after that; both in the calling
     thread, after the lock is released; what they raise is logged."""
 
-    def __init__(self, ident: Optional[str], esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    def __init__(self, credentials: auth.Credentials, esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT,
                  persistent: bool = True, on_lost: Optional[DisconnectCallback] = None,
                  on_back: Optional[ReconnectCallback] = None) -> None:
-        self.ident = ident
+        self.credentials = credentials
         self.esURI = esURI
         self.timeout = timeout
         self.persistent = persistent
@@ -127,7 +129,8 @@ class ServiceLink:
     def _connect(self) -> Proxy:
         """A bound proxy of the service; ``ServiceNotFoundError`` when nothing answers."""
         uri = _look_up() if self.esURI is None else self.esURI
-        proxy = auth.proxy(uri, self.ident, serializer=FAST_SERIALIZER, timeout=self.timeout)
+        secret, user = self.credentials
+        proxy = auth.proxy(uri, secret, serializer=FAST_SERIALIZER, timeout=self.timeout, user=user)
         try:
             proxy._pyroBind()
         except errors.NamingError as exc:  # a PYRONAME: esURI whose name is not registered
@@ -144,7 +147,8 @@ class ServiceLink:
         its answer, or raise what it raised. A call is sent once: a connection the service
         closed meanwhile is noticed before sending and made anew; once sent, a failure is
         raised, never repeated (the service may have acted on it). ``ServiceNotFoundError``
-        when no service can be reached."""
+        when no service can be reached, ``PermissionDenied`` when the service refused the call
+        by its users' rules."""
         news: List[Tuple[str, Any]] = []
         try:
             with self.lock:
@@ -153,6 +157,10 @@ class ServiceLink:
             if not is_remote(exc):
                 with self.lock:
                     self._lose(exc, news)  # finding the service failed
+            elif isinstance(exc, PermissionError):
+                denied = PermissionDenied.from_text(str(exc))
+                setattr(denied, "_pyroTraceback", getattr(exc, "_pyroTraceback"))  # the service's answer: is_remote
+                raise denied from exc
             raise
         finally:
             for kind, detail in news:

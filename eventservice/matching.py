@@ -20,6 +20,10 @@ is paid by whoever causes it:
   the conditions of its filters are bounded; a change beyond them raises ``ValueError``
   naming the limit and changes nothing.
 
+Admission: with :attr:`SubscriptionIndex.admit` set (``es --users``), a route leaves out the
+subscribers that may not receive its subject; asked when the route is built, so once per
+(subscriber, subject) until the route is patched or :meth:`~SubscriptionIndex.forget_routes`.
+
 Thread-safety: every method may be called from any thread. ``route`` takes no lock on a
 cache hit, and never matches a pattern while holding the lock.
 """
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Hashable, Iterable, List, Optional, Set, Tuple
 
 from .patterns import Pattern, fold
 from .routing import NOWHERE, PLAIN, Options, Route
@@ -141,6 +145,8 @@ class SubscriptionIndex:
         self._spellings: Dict[str, Set[str]] = {}  # casefolded -> cached spellings
         self._matched_by: Dict[str, Set[str]] = {}  # pattern source -> cached subjects it matches
         self._seq = itertools.count(1)
+        # (key, subject as published) -> whether that subscriber may receive it; None: all may
+        self.admit: Optional[Callable[[Hashable, str], bool]] = None
 
     # -- changes -------------------------------------------------------------------------
     def add_subjects(self, key: Hashable, subjects: Iterable[str], options: Options = PLAIN) -> None:
@@ -211,9 +217,10 @@ class SubscriptionIndex:
             self._patterns_of[key] = mine | sources
             self._spend(key, cost, nodes)
 
-    def remove(self, key: Hashable, names: Iterable[str]) -> None:
-        """Remove exact subscriptions (case-insensitive) and pattern subscriptions (same
-        string) of ``key``. Names it does not hold are ignored."""
+    def remove(self, key: Hashable, names: Iterable[str], patterns_too: bool = True) -> None:
+        """Remove exact subscriptions (case-insensitive) and, unless ``patterns_too`` is
+        false, pattern subscriptions (same string) of ``key``. Names it does not hold are
+        ignored."""
         with self._lock:
             subjects = self._subjects_of.get(key, set())
             patterns = self._patterns_of.get(key, set())
@@ -223,7 +230,7 @@ class SubscriptionIndex:
                 if folded in subjects:
                     subjects.discard(folded)
                     self._drop_exact(folded, key)
-                if name in patterns:
+                if patterns_too and name in patterns:
                     patterns.discard(name)
                     view_changed |= self._drop_pattern(name, key)
             if not subjects:
@@ -266,7 +273,7 @@ class SubscriptionIndex:
             if cached is not None:  # another thread was quicker
                 return self._route_of(subject, cached)
             if gen != self._pattern_gen:  # patterns changed meanwhile: answer, do not cache
-                return self._build(subject.casefold(), [s for s in sources if s in self._patterns])
+                return self._build(subject, [s for s in sources if s in self._patterns])
             if len(self._cache) >= MAX_CACHED_SUBJECTS:
                 self._clear_cache()
             cached = self._cache[subject] = _Cached(sources, next(self._seq))
@@ -274,6 +281,12 @@ class SubscriptionIndex:
             for source in sources:
                 self._matched_by.setdefault(source, set()).add(subject)
             return self._route_of(subject, cached)
+
+    def forget_routes(self) -> None:
+        """Build every cached route again when next asked (who may receive what changed)."""
+        with self._lock:
+            for cached in self._cache.values():
+                cached.route = None
 
     def match(self, subject: str) -> FrozenSet[Hashable]:
         """The keys holding a subscription that matches ``subject``, each once."""
@@ -337,13 +350,16 @@ class SubscriptionIndex:
     def _route_of(self, subject: str, cached: _Cached) -> Route:
         route = cached.route
         if route is None:
-            route = cached.route = self._build(subject.casefold(), cached.sources)
+            route = cached.route = self._build(subject, cached.sources)
         return route
 
-    def _build(self, folded: str, sources: Iterable[str]) -> Route:
-        holders: List[Tuple[Hashable, Options]] = list(self._exact.get(folded, {}).items())
+    def _build(self, subject: str, sources: Iterable[str]) -> Route:
+        holders: List[Tuple[Hashable, Options]] = list(self._exact.get(subject.casefold(), {}).items())
         for source in sources:
             holders.extend(self._patterns[source].holders.items())
+        admit = self.admit
+        if admit is not None:
+            holders = [(key, options) for key, options in holders if admit(key, subject)]
         return Route.build(holders) if holders else NOWHERE
 
     def _touch_exact(self, folded: str) -> None:

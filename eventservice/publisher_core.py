@@ -19,7 +19,8 @@ import weakref
 from typing import Any, Deque, List, Optional, Tuple
 
 from . import typed, wire
-from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER, ident_from_env
+from .auth import Credentials
+from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER
 from .errors import NoResponderError
 from .link import DisconnectCallback, ReconnectCallback, ServiceLink, check_subjects, is_remote
 
@@ -33,17 +34,18 @@ Batch = List[Tuple[List[str], Any]]  # (subjects, encoded message) in order
 
 
 class PublisherCore:
-    """One publisher's connection to the service, its batching sender (with ``batch=True``)
-    and its connection for requests (made by the first request). Thread-safe.
+    """One publisher's connection to the service (proving ``credentials``), its batching
+    sender (with ``batch=True``) and its connection for requests (made by the first
+    request). Thread-safe.
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` are called as
     :class:`~eventservice.link.ServiceLink` says (in the thread of the call that noticed it,
     once each per outage); what they raise is logged."""
 
-    def __init__(self, ident: Optional[str], esURI: Any, batch: bool, *, on_disconnect: DisconnectCallback,
+    def __init__(self, credentials: Credentials, esURI: Any, batch: bool, *, on_disconnect: DisconnectCallback,
                  on_reconnect: ReconnectCallback) -> None:
-        self.ident = ident_from_env(ident)
-        self._link = ServiceLink(self.ident, esURI, on_lost=on_disconnect, on_back=on_reconnect)
+        self.credentials = credentials
+        self._link = ServiceLink(credentials, esURI, on_lost=on_disconnect, on_back=on_reconnect)
         self._batcher: Optional[Batcher] = Batcher(self._link) if batch else None
         self._requests: Optional[ServiceLink] = None
         self.closed = False
@@ -94,7 +96,7 @@ class PublisherCore:
             raise TypeError(f"subject must be a str, not {type(subject).__name__}")
         link = self._requests
         if link is None:  # a connection of their own: a long request holds up no publishing
-            link = self._requests = ServiceLink(self.ident, self._link.esURI)
+            link = self._requests = ServiceLink(self.credentials, self._link.esURI)
         with link.lock:
             link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then
             try:

@@ -37,9 +37,10 @@ MAX_REQUEST_THREADS = 256  # threads asking several responders at once, all requ
 class Responders:
     """Connections to subscribers for requests, and the threads that make the calls."""
 
-    def __init__(self, settings: Settings, locate: Callable[[Hashable], Optional[Tuple[Any, Optional[str]]]]) -> None:
+    def __init__(self, settings: Settings,
+                 locate: Callable[[Hashable], Optional[Tuple[Any, Optional[str], auth.Credentials]]]) -> None:
         self.settings = settings
-        self.locate = locate  # key -> (uri, serializer) of a subscriber, or None
+        self.locate = locate  # key -> (uri, serializer, credentials) of a subscriber, or None
         self._idle: Dict[Hashable, List[Proxy]] = {}
         self._can_respond: Dict[Hashable, bool] = {}
         self._busy: Dict[Hashable, int] = {}  # calls under way per responder
@@ -149,8 +150,9 @@ class Responders:
         where = self.locate(key)
         if where is None:
             return None
-        proxy = auth.proxy(where[0], self.settings.ident, serializer=FALLBACK_SERIALIZER,
-                           timeout=self.settings.delivery_timeout or None, require=False)
+        secret, user = where[2]
+        proxy = auth.proxy(where[0], secret, serializer=FALLBACK_SERIALIZER,
+                           timeout=self.settings.delivery_timeout or None, require=False, user=user)
         try:
             proxy._pyroBind()
         except (errors.PyroError, OSError) as exc:

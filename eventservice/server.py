@@ -20,7 +20,9 @@ from .auth import Authority
 from .config import DEFAULT_REGISTER_INTERVAL, EVENTSERVICE_NAME, Settings
 from .daemon import GuardedDaemon
 from .naming import (RegistrationKeeper, claim_name, find_ns, release_name, start_embedded_ns)
+from .permissions import Gate
 from .service import EventService
+from .users import load_users
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,21 @@ class EventServiceServer:
         finally:
             self.close()
 
+    def reload(self) -> None:
+        """Read the users file again (see :meth:`EventService.reload_users`); a file that
+        cannot be used is logged, and the old rules stay."""
+        try:
+            self.service.reload_users()
+        except ValueError as exc:
+            log.error("users file refused, the old rules stay: %s", exc)
+
+    def reload_on_sighup(self) -> None:
+        """From now on SIGHUP makes this service read its users file again, in a thread of
+        its own (call it from the main thread; where there is no SIGHUP, nothing)."""
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=self.reload, name="es-reload",
+                                                                     daemon=True).start())
+
     def stop(self) -> None:
         """Ask ``loop()`` to return (safe in a signal handler)."""
         self._stopping.set()
@@ -140,17 +157,23 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
     ``settings.backbone_name`` of other services; the engine must answer within
     ``settings.backbone_timeout`` seconds, before anything is served, or
     :class:`~eventservice.errors.BackboneError` is raised. ``settings.backbone_key`` signs
-    this service's envelopes and makes it drop any that are not signed with the same key."""
+    this service's envelopes and makes it drop any that are not signed with the same key.
+
+    With ``settings.users`` (a users file, see :mod:`eventservice.users`), every client logs
+    in as one of its users and may do what its rules say; a file that cannot be used raises
+    :class:`~eventservice.users.UsersFileError` (a ValueError naming the line and key)."""
     settings = settings or Settings()
+    gate = Gate(load_users(settings.users)) if settings.users else None
     link = None
     if settings.backbone:
         from .backbone import open_backbone
         link = open_backbone(settings.backbone, settings.backbone_name, key=settings.backbone_key)  # fails at once
     configure_pyro(settings)
-    daemon = GuardedDaemon(host=host, port=port, authority=Authority(settings.ident, settings.allow_clear_ident),
-                           handshake_timeout=settings.handshake_timeout,
-                           max_message_size=settings.max_message_size, max_connections=settings.max_connections)
-    service = EventService(settings)
+    daemon = GuardedDaemon(host=host, port=port, authority=Authority(settings.ident, settings.allow_clear_ident, gate),
+                           handshake_timeout=settings.handshake_timeout, max_message_size=settings.max_message_size,
+                           max_connections=settings.max_connections, client_certs=gate is not None and
+                           bool(settings.tls_ca))
+    service = EventService(settings, gate=gate)
     try:
         if link is not None:
             link.start(service.deliver_remote, settings.backbone_timeout)
@@ -159,6 +182,8 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
             service.stats_sections["backbone"] = link.stats
             link.set_interest(*service.index.interest())
             announce(f"backbone: joined the event space {settings.backbone_name!r} at {link.where or link.url}")
+        if gate is not None:
+            announce(f"users: {len(gate.users)} from {settings.users} (read again on SIGHUP or 'es reload')")
         uri = daemon.register(service, EVENTSERVICE_NAME)
         ns_uri = embedded_ns = keeper = None
         if use_ns:
@@ -193,9 +218,13 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
 
 
 def start_es_loop(host: str = "localhost", port: int = 0, **kwargs: Any) -> None:
-    """Start an Event Service (see :func:`start_es`) and serve until SIGINT or SIGTERM."""
+    """Start an Event Service (see :func:`start_es`) and serve until SIGINT or SIGTERM;
+    SIGHUP reads its users file again."""
     server = start_es(host, port, **kwargs)
     previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.getsignal(signal.SIGHUP)
+    server.reload_on_sighup()
     try:
         server.loop()
     finally:

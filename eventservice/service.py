@@ -7,8 +7,10 @@ input, asks the :class:`~eventservice.matching.SubscriptionIndex` and the
 ``TypeError``/``ValueError`` in the caller and changes nothing, all or nothing for a list.
 
 Beyond Pyro 3's methods: work-queue groups and content filters on subscriptions,
-request/reply, presence events on the reserved subjects ``es.presence.*``, and (in the
-dispatcher) liveness checks of idle subscribers.
+request/reply, presence events on the reserved subjects ``es.presence.*``, (in the
+dispatcher) liveness checks of idle subscribers, and with a users file
+(:mod:`eventservice.permissions`) a check of every remote method against the user of the
+calling connection. Only the methods marked ``@remote`` (Pyro5's ``expose``) are remote.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import operator
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, FrozenSet, Hashable, List, Optional, Sequence, Tuple
+from itertools import chain
+from typing import Any, Callable, Dict, FrozenSet, Hashable, List, Optional, Sequence, Tuple, TypeVar
 
 from Pyro5.api import expose
 from Pyro5.client import Proxy
@@ -30,12 +33,17 @@ from .delivery import Dispatcher, Item, Queued
 from .filters import compile_filter
 from .matching import SubscriptionIndex
 from .patterns import Pattern, compile_pattern
+from .permissions import Gate
 from .replies import Responders
 from .routing import PLAIN, Options, Router
+from .users import User, UsersFileError, load_users
 
 log = logging.getLogger(__name__)
 
-Forwarder = Callable[[List[Item]], None]  # receives (subject, msg, time) tuples
+_F = TypeVar("_F", bound=Callable[..., Any])
+remote: Callable[[_F], _F] = expose  # Pyro5's expose, typed: the methods clients may call
+
+Forwarder = Callable[[List[Item], Optional[str]], None]  # receives (subject, msg, time) tuples and their user
 MAX_GROUP_LENGTH = 128  # characters of a work-queue group name
 MAX_SUBJECTS_LIMIT = 10_000  # subjects one call of subjects() may list
 _PAIR_TYPES = frozenset((tuple, list))
@@ -46,19 +54,21 @@ HAND_OFF_SLICE = 1000  # events queued for all their subscribers before the next
 SUBSCRIBER_JOINED = PRESENCE_PREFIX + "subscriber.joined"  # first subscription of a subscriber
 SUBSCRIBER_CHANGED = PRESENCE_PREFIX + "subscriber.changed"  # it subscribed or unsubscribed more
 SUBSCRIBER_LEFT = PRESENCE_PREFIX + "subscriber.left"  # it unsubscribed from everything
-SUBSCRIBER_REMOVED = PRESENCE_PREFIX + "subscriber.removed"  # found dead or unreachable
+SUBSCRIBER_REMOVED = PRESENCE_PREFIX + "subscriber.removed"  # found dead or unreachable, or all revoked
 SERVICE_STARTED = PRESENCE_PREFIX + "service.started"
 SERVICE_STOPPED = PRESENCE_PREFIX + "service.stopped"
 
 
 # EventService is longer than the ~250 lines a class gets here: it is the remote API, one
-# method per remote call with its checks; matching, routing, delivery, replies and the backbone
-# it hands to are modules of their own.
-@expose
+# method per remote call with its checks; matching, routing, delivery, replies, permissions
+# and the backbone it hands to are modules of their own.
 class EventService:
-    """The Event Service. Remote methods keep the names of Pyro 3's Event Service."""
+    """The Event Service. Remote methods keep the names of Pyro 3's Event Service. With a
+    ``gate`` (of the users file ``settings.users``), each remote call is checked against
+    the user of its connection."""
 
-    def __init__(self, settings: Optional[Settings] = None, forward: Optional[Forwarder] = None) -> None:
+    def __init__(self, settings: Optional[Settings] = None, forward: Optional[Forwarder] = None,
+                 gate: Optional[Gate] = None) -> None:
         self.settings = settings or Settings()
         self.forward = forward  # receives the events published here, e.g. for a backbone
         self.on_replaced: Optional[Callable[[str], None]] = None  # told when another service took the name
@@ -75,6 +85,9 @@ class EventService:
                                      on_closed=self._mailbox_closed)
         self.responders = Responders(self.settings, self.dispatcher.where)
         self.router = Router(self.dispatcher.is_live)
+        self.gate = gate
+        if self.gate is not None:
+            self.index.admit = self.presence.admit = self.gate.admits
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
         self.activity = SubjectActivity()  # events per subject published here (under the counter lock)
@@ -83,6 +96,7 @@ class EventService:
         self.removed = 0
 
     # -- publishing --------------------------------------------------------------------------
+    @remote
     def publish(self, subjects: Any, message: Any) -> int:
         """Publish ``message`` on each subject (a str or a list/tuple of str); all the
         events get the same time. Returns once every event is queued for its subscribers,
@@ -90,11 +104,13 @@ class EventService:
         subscribers of other ``es`` on a backbone are not counted)."""
         return self._accept([(self._publishable(subjects), message)])[1]
 
+    @remote
     def publishBatch(self, events: Any) -> int:
         """Publish many events in one call: ``events`` is a list of ``(subjects, message)``
         pairs, accepted in order, all or none. Returns how many events were accepted."""
         return self._accept(self._checked_batch(events))[0]
 
+    @remote
     def publishPacked(self, data: Any) -> int:
         """Like :meth:`publishBatch`, with the pairs packed by
         :func:`eventservice.wire.pack_publish` (how ``Publisher`` sends). ValueError or
@@ -119,7 +135,9 @@ class EventService:
         for item in events:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise TypeError("each event must be a (subjects, message) pair")
-            checked.append((self._publishable(item[0]), item[1]))
+            checked.append((self._well_formed(item[0]), item[1]))
+        if self.gate is not None:  # each distinct subject once
+            self.gate.check_publish(set(chain.from_iterable(map(_first, checked))))
         return checked
 
     def _accept(self, items: Sequence[Tuple[Any, Any]]) -> Tuple[int, int]:
@@ -141,7 +159,7 @@ class EventService:
             self.published += len(accepted)
             self.activity.count(map(_first, accepted))
         if self.forward is not None and accepted:
-            self.forward(accepted)
+            self.forward(accepted, self.gate.caller().name if self.gate is not None else None)
         return len(accepted), reached
 
     def _hand_off(self, events: Sequence[Item], index: SubscriptionIndex) -> int:
@@ -178,6 +196,7 @@ class EventService:
         self._hand_off(events, self.index)
 
     # -- request/reply -----------------------------------------------------------------------
+    @remote
     def request(self, subject: Any, message: Any = None, timeout: Any = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request on one subject and return the first answer of a responder (a
         subscriber exposing ``respond(event)``); groups and filters choose who is asked.
@@ -201,6 +220,7 @@ class EventService:
         return self.responders.ask(responders, {"subject": subject, "msg": message, "time": now}, timeout)
 
     # -- subscribing -------------------------------------------------------------------------
+    @remote
     def subscribe(self, subjects: Any, subscriber: Any, group: Any = None, filter: Any = None) -> None:
         """Subscribe ``subscriber`` (a Pyro5 proxy of an object exposing ``event(event)``)
         to exact subjects, case-insensitive. With ``group``, the members of the group share
@@ -210,68 +230,87 @@ class EventService:
         names = self._subjects(subjects, "subject")
         options = self._options(group, filter)
         key = self._key(subscriber)
+        user = self.gate.check_subscribe(names) if self.gate is not None else None
         presence = [n for n in names if n.casefold().startswith(PRESENCE_PREFIX)]
         ordinary = [n for n in names if not n.casefold().startswith(PRESENCE_PREFIX)]
         def change() -> None:
             self.index.add_subjects(key, ordinary, options)
             self.presence.add_subjects(key, presence, options)
-        self._change(key, subscriber, change)
+        self._change(key, subscriber, change, user, options.group)
 
+    @remote
     def subscribeMatch(self, patterns: Any, subscriber: Any, group: Any = None, filter: Any = None) -> None:
         """Subscribe ``subscriber`` to regex patterns (``re.IGNORECASE``, ``re.match``), with
         ``group`` and ``filter`` as for :meth:`subscribe`. Presence events reach patterns that
-        begin with the literal text ``es\\.presence\\.``."""
-        compiled = [compile_pattern(p) for p in self._subjects(patterns, "pattern")]
+        begin with the literal text ``es\\.presence\\.``. With users, it gets only the
+        subjects its user may subscribe to."""
+        sources = self._subjects(patterns, "pattern")
+        compiled = [compile_pattern(p) for p in sources]
         options = self._options(group, filter)
         key = self._key(subscriber)
+        user = self.gate.check_match(sources) if self.gate is not None else None
         presence = [p for p in compiled if _is_presence_pattern(p)]
         ordinary = self.index.prepare(p for p in compiled if not _is_presence_pattern(p))  # costly: no lock held
         def change() -> None:
             self.index.add_patterns(key, ordinary, options)
             self.presence.add_patterns(key, presence, options)
-        self._change(key, subscriber, change)
+        self._change(key, subscriber, change, user, options.group)
 
+    @remote
     def tap(self, subscriber: Any, pattern: Any = ".*") -> None:
         """Subscribe ``subscriber`` to every event whose subject matches ``pattern`` (a regex as
-        for :meth:`subscribeMatch`), presence events included: what ``es tap`` shows.
-        ``unsubscribe(pattern, subscriber)`` ends it."""
+        for :meth:`subscribeMatch`), presence events included: what ``es tap`` shows (with
+        users: an admin's call). ``unsubscribe(pattern, subscriber)`` ends it."""
+        self._admin("tap")
         compiled = self._pattern_arg(pattern)
         key = self._key(subscriber)
+        user = self.gate.caller() if self.gate is not None else None
         ordinary = self.index.prepare([compiled])
+
         def change() -> None:
             self.index.add_patterns(key, ordinary, PLAIN)
             self.presence.add_patterns(key, [compiled], PLAIN)
-        self._change(key, subscriber, change)
+        self._change(key, subscriber, change, user)
 
+    @remote
     def unsubscribe(self, subjects: Any, subscriber: Any) -> None:
         """Remove exact subscriptions (case-insensitive) and pattern subscriptions given by
-        the same strings. Unknown ones are ignored."""
+        the same strings. Unknown ones are ignored. With users, only the subscriber's owner may."""
         names = self._subjects(subjects, "subject or pattern")
         key = self._key(subscriber)
+        user = self.gate.caller() if self.gate is not None else None
         with self._changes:
             if not self._holds(key):
                 return
+            if self.gate is not None and user is not None:  # user is set whenever the gate is
+                self.gate.check_owner(user, key, "unsubscribe")
             self.index.remove(key, names)
             self.presence.remove(key, names)
             announcement = self._after_change(key, had=True)
         if announcement is not None:
-            self._announce(announcement, key)
+            self._announce(announcement, key, user=user)
 
-    def _change(self, key: str, subscriber: Proxy, change: Callable[[], Any]) -> None:
+    def _change(self, key: str, subscriber: Proxy, change: Callable[[], Any], user: Optional[User] = None,
+                group: Optional[str] = None) -> None:
+        """Make ``change`` to ``key``'s subscriptions for ``user`` (with users: its owner)."""
         announcement = None
         try:
             with self._changes:
                 had = self._holds(key)
                 if not self.dispatcher.has(key) and len(self.dispatcher) >= self.settings.max_subscribers:
                     raise ValueError(f"too many subscribers (limit {self.settings.max_subscribers})")
-                self.dispatcher.ensure(key, subscriber)
+                credentials = None
+                if self.gate is not None and user is not None:
+                    self.gate.claim(user, key, group)
+                    credentials = self.gate.credentials(user.name)
+                self.dispatcher.ensure(key, subscriber, credentials)
                 try:
                     self._within_limit(key, change)
                 finally:
                     announcement = self._after_change(key, had)
         finally:
             if announcement is not None:
-                self._announce(announcement, key)
+                self._announce(announcement, key, user=user)
 
     def _within_limit(self, key: str, change: Callable[[], Any]) -> None:
         """Make ``change``; if the limit refuses part of it, undo the rest."""
@@ -291,6 +330,8 @@ class EventService:
         holds = self._holds(key)
         if not holds:
             self.dispatcher.retire(key)
+            if self.gate is not None:
+                self.gate.release(key)
         if self.on_interest is not None:
             self.on_interest(*self.index.interest())
         if not (holds or had):
@@ -305,30 +346,44 @@ class EventService:
         return self.index.has(key) or self.presence.has(key)
 
     def _subscriber_gone(self, key: str, reason: str) -> None:
+        owner = None
         with self._changes:
             subscriptions = self._subscriptions_of(key)
             had = self.index.remove_subscriber(key) | self.presence.remove_subscriber(key)
             self.dispatcher.discard(key)
             self.responders.forget(key)
+            if self.gate is not None:
+                owner = self.gate.owner_of(key)
+                self.gate.release(key)
             if self.on_interest is not None:
                 self.on_interest(*self.index.interest())
         if had:
             with self._counter_lock:
                 self.removed += 1
             log.warning("removed subscriber %s: %s", key, reason)
-            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions)
+            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions, owner=owner)
 
     # -- presence ----------------------------------------------------------------------------
     def _announce(self, subject: str, key: Optional[str] = None, reason: Optional[str] = None,
-                  subscriptions: Optional[Dict[str, List[str]]] = None) -> None:
-        """Publish a presence event (to presence subscribers only, never forwarded)."""
+                  subscriptions: Optional[Dict[str, Any]] = None, user: Optional[User] = None,
+                  owner: Optional[str] = None) -> None:
+        """Publish a presence event (to presence subscribers only, never forwarded); with
+        users, it names the subscriber's user (``owner``, or the name of ``user``)."""
+        owner = owner or (user.name if user is not None else None)
+        message = self._presence_message(key, reason, subscriptions, owner)
+        self._hand_off([(subject, message, time.time())], self.presence)
+
+    def _presence_message(self, key: Optional[str], reason: Optional[str], subscriptions: Optional[Dict[str, Any]],
+                          owner: Optional[str]) -> Dict[str, Any]:
         message: Dict[str, Any] = {"service": self.instance_id}
         if key is not None:
             message["subscriber"] = key
+            if self.gate is not None:
+                message["user"] = owner
             message.update(subscriptions if subscriptions is not None else self._subscriptions_of(key))
         if reason is not None:
             message["reason"] = reason
-        self._hand_off([(subject, message, time.time())], self.presence)
+        return message
 
     def _subscriptions_of(self, key: str) -> Dict[str, List[str]]:
         subjects, patterns = self.index.subscriptions_of(key)
@@ -343,18 +398,85 @@ class EventService:
         """Publish ``es.presence.service.stopped`` (not remote)."""
         self._announce(SERVICE_STOPPED)
 
+    # -- users -------------------------------------------------------------------------------
+    @remote
+    def reload(self) -> Dict[str, Any]:
+        """Read the users file again (an admin's call, ``es reload``): see :meth:`reload_users`."""
+        self._admin("reload")
+        try:
+            return self.reload_users()
+        except UsersFileError as exc:
+            raise ValueError(str(exc)) from None  # a built-in: every client decodes it
+
+    def reload_users(self) -> Dict[str, Any]:
+        """Read the users file again and apply it at once (not remote; SIGHUP calls it). A
+        file that cannot be used raises ValueError naming the line and key, and the old
+        rules stay. Subscriptions the new rules forbid are removed, and their subscribers
+        told by a presence event (``changed``, or ``removed`` when nothing is left) with the
+        reason and what was ``revoked``; other subscriptions and every counter stay.
+        Returns ``{"users": N, "revoked": {subscriber: [subjects and patterns]}}``."""
+        if self.gate is None:
+            raise ValueError("this Event Service runs without a users file (es --users): nothing to reload")
+        users = load_users(self.gate.users.path)
+
+        def reason(owner: str) -> str:
+            return f"users file {users.path} reloaded: user {owner!r} may no longer subscribe to what was revoked"
+        told = []
+        with self._changes:
+            self.gate.users = users
+            self.index.forget_routes()
+            self.presence.forget_routes()
+            for key, owner in self.gate.owned():
+                revoked = self._revoke(key, self.gate.user(owner))
+                if revoked:
+                    subscriptions = dict(self._subscriptions_of(key), revoked=revoked)
+                    subject = SUBSCRIBER_CHANGED if self._holds(key) else SUBSCRIBER_REMOVED
+                    message = self._presence_message(key, reason(owner), subscriptions, owner)
+                    if key not in self.presence.route(subject).keys:  # else it hears the announcement
+                        self.dispatcher.post(key, [(subject, message, time.time(), None)])
+                    self._after_change(key, had=True)
+                    told.append((subject, key, owner, subscriptions))
+        for subject, key, owner, subscriptions in told:
+            self._announce(subject, key, reason(owner), subscriptions, owner=owner)
+        log.warning("users file %s reloaded: %d users; %d subscribers lost subscriptions the new rules forbid",
+                    users.path, len(users), len(told))
+        return {"users": len(users), "revoked": {key: subs["revoked"] for _, key, _, subs in told}}
+
+    def _revoke(self, key: str, user: User) -> List[str]:
+        """Remove what ``user`` may not subscribe to from ``key``'s subscriptions (lock
+        held); returns it (exact subjects casefolded, pattern sources)."""
+        held = self._subscriptions_of(key)
+        if not user.subscribes_at_all:  # nothing is allowed: not a subject, not a pattern
+            self.index.remove_subscriber(key)
+            self.presence.remove_subscriber(key)
+            return held["subjects"] + held["patterns"]
+        revoked = [subject for subject in held["subjects"] if user.subscribe.refusal(subject) is not None]
+        self.index.remove(key, revoked, patterns_too=False)
+        self.presence.remove(key, revoked, patterns_too=False)
+        return revoked
+
+    def _admin(self, method: str) -> None:
+        """With users: PermissionError unless the caller is an admin."""
+        if self.gate is not None:
+            self.gate.check_admin(method)
+
     # -- questions ---------------------------------------------------------------------------
+    @remote
     def replacedBy(self, uri: str) -> None:
-        """Called by an Event Service that took over this one's name: stop claiming it."""
+        """Called by an Event Service that took over this one's name: stop claiming it
+        (with users: an admin's call)."""
+        self._admin("replacedBy")
         if not isinstance(uri, str):
             raise TypeError("uri must be a str")
         if self.on_replaced is not None:
             self.on_replaced(uri)
 
+    @remote
     def ping(self) -> str:
         """The id of this run of the service; a new one each start."""
         return self.instance_id
 
+    @remote
     def subjects(self, pattern: Any = None, limit: Any = 100) -> List[Dict[str, Any]]:
         """The busiest subjects: those published here lately and those with exact subscribers,
         matching ``pattern`` (a regex as for :meth:`subscribeMatch`; None: all), at most
@@ -381,11 +503,13 @@ class EventService:
         return [{"subject": spelling, "subscribers": len(self.index.match(spelling)), "events": events,
                  "rate": rate} for rate, events, _, spelling in ranked]
 
+    @remote
     def stats(self, per_subscriber: bool = False) -> Dict[str, Any]:
-        """Counters and sizes, as plain data. With ``per_subscriber``, also
-        ``per_subscriber``: for each subscriber URI its ``queued``, ``posted``,
-        ``delivered``, ``dropped``, ``mode``, ``slow``, ``serializer``, ``subjects`` and
-        ``patterns``."""
+        """Counters and sizes, as plain data (with users: an admin's call; refusals per user
+        under ``denied``). With ``per_subscriber``, also ``per_subscriber``: for each
+        subscriber URI its ``queued``, ``posted``, ``delivered``, ``dropped``, ``mode``,
+        ``slow``, ``serializer``, ``subjects`` and ``patterns``."""
+        self._admin("stats")
         with self._counter_lock:
             result: Dict[str, Any] = {"published": self.published, "requests": self.requests,
                                       "removed": self.removed}
@@ -401,6 +525,9 @@ class EventService:
                        "heartbeat": self.settings.heartbeat})
         for name, section in self.stats_sections.items():
             result[name] = section()
+        if self.gate is not None:
+            result["users"] = len(self.gate.users)
+            result["denied"] = self.gate.denials.snapshot()
         if per_subscriber:
             result["per_subscriber"] = subscribers = self.dispatcher.per_subscriber()
             for key, counters in subscribers.items():
@@ -430,6 +557,14 @@ class EventService:
         return list(items)
 
     def _publishable(self, value: Any) -> List[str]:
+        """``value``'s subjects, well formed and (with users) allowed to the caller."""
+        subjects = self._well_formed(value)
+        if self.gate is not None:
+            self.gate.check_publish(subjects)
+        return subjects
+
+    def _well_formed(self, value: Any) -> List[str]:
+        """``value``'s subjects: a str or a list/tuple of str, none of them reserved."""
         subjects = self._subjects(value, "subject")
         for subject in subjects:
             if subject[:1] in "eE" and subject[:len(PRESENCE_PREFIX)].casefold() == PRESENCE_PREFIX:

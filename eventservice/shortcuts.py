@@ -11,9 +11,11 @@ that listens in a background thread, and attaches the function as a handler (see
 :meth:`Subscriber.on`); ``emit`` makes one process-wide :class:`~eventservice.Publisher`
 and publishes, returning once the service accepted the event and, when functions
 registered in this process want it, once they were called (so the two lines above print
-"hello" before a script ends). Both clients find the
-service the usual way (name server, ``EVENTSERVICE_IDENT`` for the passphrase) and are closed
-at interpreter exit, or by :func:`shutdown`. Thread-safe.
+"hello" before a script ends). Both clients find the service the usual way (name server,
+``EVENTSERVICE_IDENT`` for the passphrase, or ``EVENTSERVICE_USER`` and
+``EVENTSERVICE_PASSWORD`` for a user) and are closed at interpreter exit, or by
+:func:`shutdown`. ``user=`` and ``password=`` log in as another user: one shared client per
+user. Thread-safe.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import atexit
 import collections
 import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .clients import Publisher, Subjects, Subscriber
 from .link import check_subjects
@@ -32,8 +34,9 @@ from .event import Event
 log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
-_subscriber: Optional["_Shared"] = None
-_publisher: Optional[Publisher] = None
+Login = Tuple[Optional[str], Optional[str]]  # (user, password) given; (None, None): the environment's
+_subscribers: Dict[Login, "_Shared"] = {}
+_publishers: Dict[Login, Publisher] = {}
 
 Callback = Callable[[Event], Any]
 
@@ -42,8 +45,8 @@ class _Shared(Subscriber):
     """The shared subscriber: counts, per subject, the events its handlers were called for,
     so that :func:`emit` can wait for them."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, user: Optional[str], password: Optional[str]) -> None:
+        super().__init__(user=user, password=password)
         self.arrived: "collections.Counter[str]" = collections.Counter()
         self.cond = threading.Condition()
         self.in_handler = threading.local()
@@ -79,47 +82,52 @@ class _Shared(Subscriber):
                 log.debug("emit: handlers here not called within %gs", timeout)
 
 
-def _shared_subscriber() -> Subscriber:
-    global _subscriber
+def _shared_subscriber(login: Login) -> "_Shared":
     with _lock:
-        if _subscriber is None:
-            _subscriber = _Shared()
-            _subscriber.start()
-        return _subscriber
+        subscriber = _subscribers.get(login)
+        if subscriber is None:
+            subscriber = _subscribers[login] = _Shared(*login)
+            subscriber.start()
+        return subscriber
 
 
-def register(subjects: Subjects, callback: Optional[Callback] = None, *, match: bool = False) -> Any:
+def register(subjects: Subjects, callback: Optional[Callback] = None, *, match: bool = False,
+             user: Optional[str] = None, password: Optional[str] = None) -> Any:
     """Call ``callback(event)`` for every event on these subjects (or, with ``match=True``,
     regex patterns), from the shared subscriber's threads. Returns ``callback``; without it,
     a decorator. Subscribed at the service when this returns; raises what subscribing raised."""
     if callback is None:
         def decorate(fn: Callback) -> Callback:
-            register(subjects, fn, match=match)
+            register(subjects, fn, match=match, user=user, password=password)
             return fn
         return decorate
-    subscriber = _shared_subscriber()
+    subscriber = _shared_subscriber((user, password))
     if match:
         return subscriber.on_match(subjects, callback)
     return subscriber.on(subjects, callback)
 
 
 def unregister(callback: Callback, subjects: Optional[Subjects] = None) -> bool:
-    """Detach ``callback`` from these subjects, or from all (see ``Subscriber.remove_handler``)."""
+    """Detach ``callback`` from these subjects, or from all (see ``Subscriber.remove_handler``),
+    whichever shared subscriber holds it."""
     with _lock:
-        subscriber = _subscriber
-    return subscriber is not None and subscriber.remove_handler(callback, subjects)
+        subscribers = list(_subscribers.values())
+    return any([subscriber.remove_handler(callback, subjects) for subscriber in subscribers])
 
 
-def emit(subjects: Subjects, msg: Any = None, *, timeout: float = DEFAULT_CLIENT_TIMEOUT) -> None:
-    """Publish ``msg`` on these subjects through the shared publisher; raises what the service
-    raised. Returns once the service accepted the event and, when functions registered here
-    want it, once they were called (or as many events on those subjects; at most ``timeout``
-    seconds; not waited for when called from a registered function)."""
-    global _publisher
+def emit(subjects: Subjects, msg: Any = None, *, timeout: float = DEFAULT_CLIENT_TIMEOUT,
+         user: Optional[str] = None, password: Optional[str] = None) -> None:
+    """Publish ``msg`` on these subjects through the shared publisher (of ``user``); raises
+    what the service raised. Returns once the service accepted the event and, when functions
+    registered here (as the same user) want it, once they were called (or as many events on
+    those subjects; at most ``timeout`` seconds; not waited for when called from a registered
+    function)."""
+    login = (user, password)
     with _lock:
-        if _publisher is None:
-            _publisher = Publisher()
-        publisher, subscriber = _publisher, _subscriber
+        publisher = _publishers.get(login)
+        if publisher is None:
+            publisher = _publishers[login] = Publisher(user=user, password=password)
+        subscriber = _subscribers.get(login)
     wanted = subscriber.wanted(subjects) if subscriber is not None else None
     if subscriber is None or not wanted:
         publisher.publish(subjects, msg)
@@ -131,16 +139,18 @@ def emit(subjects: Subjects, msg: Any = None, *, timeout: float = DEFAULT_CLIENT
 
 def shutdown() -> None:
     """Close the shared clients (registered callbacks are detached); later calls make new ones."""
-    global _subscriber, _publisher
     with _lock:
-        subscriber, publisher = _subscriber, _publisher
-        _subscriber = _publisher = None
-    try:
-        if subscriber is not None:
-            subscriber.close()
-    finally:
-        if publisher is not None:
-            publisher.close()
+        clients: List[Union[Subscriber, Publisher]] = [*_subscribers.values(), *_publishers.values()]
+        _subscribers.clear()
+        _publishers.clear()
+    errors = []
+    for client in clients:
+        try:
+            client.close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 atexit.register(shutdown)

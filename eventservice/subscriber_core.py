@@ -25,9 +25,10 @@ from Pyro5.api import expose
 from Pyro5.client import Proxy
 
 from . import typed, wire
-from .auth import Authority
-from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER, ident_from_env
+from .auth import Authority, Credentials, OneUser
+from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER
 from .daemon import GuardedDaemon
+from .errors import PermissionDenied
 from .event import Event
 from .link import RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, call_back
 
@@ -159,6 +160,15 @@ class SubscriptionSet:
             return _calls((kind, entry.name, entry.options) for (kind, _), entry in self._held.items())
 
 
+def callback_authority(credentials: Credentials) -> Authority:
+    """Who may call a subscriber's daemon: whoever proves the passphrase, or (for a user)
+    that user's password; anybody when there is neither."""
+    secret, user = credentials
+    if user is not None and secret is not None:
+        return Authority(accounts=OneUser(user, secret))
+    return Authority(secret if user is None else None)
+
+
 class CallbackDaemon(GuardedDaemon):
     """A subscriber's daemon: remembers the connections it serves and their threads, so
     that ``close()`` ends them too (Pyro5 alone leaves a worker blocked on each connection
@@ -251,13 +261,13 @@ class SubscriberCore:
     ``on_reconnect(uri)`` (alternating, starting with ``on_disconnect``; what they raise is
     logged)."""
 
-    def __init__(self, ident: Optional[str], esURI: Any, *, deliver: Deliver, answer: Answer,
+    def __init__(self, credentials: Credentials, esURI: Any, *, deliver: Deliver, answer: Answer,
                  on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
-        self.ident = ident_from_env(ident)
+        self.credentials = credentials
         self._on_disconnect = on_disconnect
         self._on_reconnect = on_reconnect
-        self._link = ServiceLink(self.ident, esURI, persistent=False)
-        self.daemon = CallbackDaemon(authority=Authority(self.ident))
+        self._link = ServiceLink(credentials, esURI, persistent=False)
+        self.daemon = CallbackDaemon(authority=callback_authority(credentials))
         self._callback = Proxy(self.daemon.register(Receiver(deliver, answer)))  # it carries no secret
         self._callback._pyroHandshake = None
         self._callback._pyroSerializer = FAST_SERIALIZER  # the format the service calls back in
@@ -362,7 +372,7 @@ class SubscriberCore:
 
     # -- finding the service again ---------------------------------------------------------
     def _watch(self) -> None:
-        link = ServiceLink(self.ident, self._link.esURI, persistent=False)
+        link = ServiceLink(self.credentials, self._link.esURI, persistent=False)
         while not self._closed.wait(DEFAULT_RECONNECT_CHECK):
             if not self._set:
                 continue
@@ -381,7 +391,10 @@ class SubscriberCore:
                                                 f"(run {self._service_id} is now {current})"))
             try:
                 for call in self._set.calls():
-                    link.call(call.method, call.names, self._callback, *call.extras)
+                    try:
+                        link.call(call.method, call.names, self._callback, *call.extras)
+                    except PermissionDenied as exc:  # its users file changed meanwhile: the rest still counts
+                        log.warning("could not subscribe again: %s", exc)
             except RECONNECT_ERRORS as exc:
                 log.debug("event service not reachable: %s", exc)
                 continue

@@ -113,7 +113,8 @@ class Cluster:
             "PYRO_HOST": HOST, "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         })
-        self.env.pop("EVENTSERVICE_IDENT", None)
+        for name in ("EVENTSERVICE_IDENT", "EVENTSERVICE_USER", "EVENTSERVICE_PASSWORD", "EVENTSERVICE_USERS"):
+            self.env.pop(name, None)
         self.procs: List[Proc] = []
 
     def spawn(self, args: List[str], name: str, env: Optional[Dict[str, str]] = None) -> Proc:
@@ -181,7 +182,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Any:
     c = Cluster()
     for key in ("PYRO_NS_HOST", "PYRO_NS_PORT", "PYRO_NS_BCPORT", "PYRO_HOST"):
         monkeypatch.setenv(key, c.env[key])
-    monkeypatch.delenv("EVENTSERVICE_IDENT", raising=False)
+    for name in ("EVENTSERVICE_IDENT", "EVENTSERVICE_USER", "EVENTSERVICE_PASSWORD", "EVENTSERVICE_USERS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(Pyro5.config, "NS_HOST", HOST)
     monkeypatch.setattr(Pyro5.config, "NS_PORT", c.ns_port)
     monkeypatch.setattr(Pyro5.config, "NS_BCPORT", int(c.env["PYRO_NS_BCPORT"]))
@@ -223,14 +225,15 @@ def make_subscriber(cluster: Cluster) -> Any:
 
     made: List[Any] = []
 
-    def make(ident: Optional[str] = None, esURI: Optional[str] = None, cls: Any = None) -> Any:
+    def make(ident: Optional[str] = None, esURI: Optional[str] = None, cls: Any = None, user: Optional[str] = None,
+             password: Optional[str] = None) -> Any:
         base = cls or Subscriber
 
         class Recording(base):  # type: ignore[misc,valid-type]
             def event(self, event: Any) -> None:
                 self.recorder(event)
 
-        sub = Recording(ident=ident, esURI=esURI)
+        sub = Recording(ident=ident, esURI=esURI, user=user, password=password)
         sub.recorder = Recorder()
         sub.start()
         made.append(sub)

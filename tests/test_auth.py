@@ -128,3 +128,65 @@ def test_a_challenged_connection_serves_nothing_before_its_proof(guarded: Servin
 def test_an_auth_proxy_is_never_sent_anywhere(guarded: Serving) -> None:
     with pytest.raises(TypeError):
         AuthProxy(guarded.uri, SECRET).__getstate__()
+
+
+# -- users (es --users): the same exchange with a password per user ------------------------------
+
+class Accounts:
+    """Two users, as the service's users file would give them; carol only by certificate."""
+
+    def password_of(self, user: str) -> Any:
+        return {"alice": "alice-pw", "bob": SECRET}.get(user)
+
+    def user_of_cert(self, common_name: str) -> Any:
+        return "carol" if common_name == "carol-cn" else None
+
+
+@pytest.fixture
+def with_users() -> Iterator[Serving]:
+    serving = Serving(GuardedDaemon("127.0.0.1", authority=Authority(accounts=Accounts())))
+    yield serving
+    serving.close()
+
+
+def test_keys_are_salted_with_the_user_name() -> None:
+    keys = {auth.derive_key(SECRET), auth.derive_key(SECRET, "alice"), auth.derive_key(SECRET, "bob")}
+    assert len(keys) == 3
+
+
+def test_a_user_proves_its_password_and_an_unknown_user_looks_like_a_wrong_password(with_users: Serving) -> None:
+    with AuthProxy(with_users.uri, "alice-pw", user="alice") as proxy:
+        assert proxy.echo(1) == 1
+    texts = []
+    for user, password in (("alice", "bob's?"), ("mallory", "alice-pw"), ("alice", SECRET)):
+        with pytest.raises(errors.SecurityError) as info:
+            with AuthProxy(with_users.uri, password, user=user) as proxy:
+                proxy.echo(1)
+        texts.append(str(info.value).replace(repr(user), "USER"))
+    assert len(set(texts)) == 1 and "wrong password" in texts[0], texts
+    with pytest.raises(errors.CommunicationError, match="knows users"):  # the passphrase alone is no user
+        with AuthProxy(with_users.uri, SECRET) as proxy:
+            proxy.echo(1)
+
+
+def test_an_impostor_learns_no_password_of_a_user() -> None:
+    impostor = RecordingDaemon("127.0.0.1")
+    serving = Serving(impostor)
+    try:
+        with pytest.raises(errors.SecurityError, match="password of user 'alice'"):
+            with AuthProxy(serving.uri, "alice-pw", user="alice") as proxy:
+                proxy.echo(1)
+        assert impostor.seen and impostor.seen[0]["user"] == "alice"
+        assert "alice-pw" not in repr(impostor.seen)
+        assert auth.derive_key("alice-pw", "alice").hex() not in repr(impostor.seen)
+    finally:
+        serving.close()
+
+
+def test_a_user_may_be_known_by_a_certificate_only() -> None:
+    authority = Authority(accounts=Accounts())
+    assert authority.greet(None, "carol-cn").user == "carol"
+    assert authority.greet({"user": "carol"}, "carol-cn").user == "carol"
+    for data, common_name in ((None, None), (None, "stranger"), ({"user": "alice"}, "carol-cn")):
+        with pytest.raises(errors.SecurityError):
+            authority.greet(data, common_name)

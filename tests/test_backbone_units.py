@@ -57,7 +57,7 @@ def test_secrets_are_scrubbed_from_any_text() -> None:
 def test_packing_keeps_order_and_batches_runs() -> None:
     bb, rx = backbone(), backbone()
     items = [("A", 1, 1.0), ("a", 2, 1.0), ("b", 3, 1.0), ("A", 4, 1.0)] + [("c", n, 2.0) for n in range(2500)]
-    messages = bb.packer.pack([items[:2], items[2:]])
+    messages = bb.packer.pack([(None, items[:2]), (None, items[2:])])
     # case-insensitive subjects share an engine subject; runs are never reordered
     assert [n for _, _, n in messages] == [2, 1, 1, MAX_EVENTS_PER_MESSAGE, MAX_EVENTS_PER_MESSAGE, 500]
     assert messages[0][0] == messages[2][0] == bb.channel_of("a") and messages[1][0] == bb.channel_of("B")
@@ -71,7 +71,7 @@ def test_packing_keeps_order_and_batches_runs() -> None:
 def test_serpent_only_for_events_msgpack_cannot_carry() -> None:
     bb, rx = backbone(), backbone()
     run = [("s", b"\x00", 1.0), ("s", Event("inner", 1, 2.0), 1.0), ("s", {"b": b"\x02", "t": (1, 2)}, 1.0)]
-    messages = bb.packer.pack([run])
+    messages = bb.packer.pack([(None, run)])
     # an unsigned envelope: b"E3", no signature, then the body's kind (msgpack or serpent)
     assert [(payload[:4], n) for _, payload, n in messages] == [(b"E3\x00m", 1), (b"E3\x00s", 1), (b"E3\x00m", 1)]
     out = []
@@ -83,7 +83,7 @@ def test_serpent_only_for_events_msgpack_cannot_carry() -> None:
 def test_too_large_event_is_left_out() -> None:
     bb = backbone()
     bb.packer.max_payload = lambda: 1000
-    messages = bb.packer.pack([[("s", "x" * 10, 1.0), ("s", "y" * 5000, 1.0), ("s", "z", 1.0)]])
+    messages = bb.packer.pack([(None, [("s", "x" * 10, 1.0), ("s", "y" * 5000, 1.0), ("s", "z", 1.0)])])
     assert [n for _, _, n in messages] == [1, 1]
 
 
@@ -104,15 +104,15 @@ def test_checks_on_the_way_in() -> None:
     assert rx.unpacker.take(envelope("other", 1, ["ok", 1, 1.0])) is None and rx.unpacker.duplicates == 1
     assert rx.unpacker.take(envelope("other", 5, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
     assert rx.unpacker.take(envelope("third", 1, ["ok", 1, 1.0])) == [("ok", 1, 1.0)]
-    own = bb.packer.pack([[("ok", 1, 1.0)]])[0][1]
+    own = bb.packer.pack([(None, [("ok", 1, 1.0)])])[0][1]
     assert bb.unpacker.take(own) is None and rx.unpacker.take(own) == [("ok", 1, 1.0)]
 
 
 def test_with_a_key_only_envelopes_signed_with_it_are_taken() -> None:
     signer, stranger = backbone(key="s3cret"), backbone()
     checker, other_key = backbone(key="s3cret"), backbone(key="another")
-    signed = signer.packer.pack([[("ok", 1, 1.0)]])[0][1]
-    unsigned = stranger.packer.pack([[("ok", 2, 1.0)]])[0][1]
+    signed = signer.packer.pack([(None, [("ok", 1, 1.0)])])[0][1]
+    unsigned = stranger.packer.pack([(None, [("ok", 2, 1.0)])])[0][1]
     assert checker.unpacker.take(signed) == [("ok", 1, 1.0)]
     assert checker.unpacker.take(unsigned) is None and checker.unpacker.forged == 1
     assert other_key.unpacker.take(signed) is None and other_key.unpacker.forged == 1

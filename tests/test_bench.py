@@ -90,13 +90,34 @@ def test_scenario_selection_adds_references_in_order() -> None:
     order, added = select(args("--scenario", "frozen", "--scenario", "s4"))
     assert order == ["s1", "s4", "s2-ref", "frozen"] and sorted(added) == ["s1", "s2-ref"]
     every, _ = select(args())
-    assert every == [n for n in SCENARIOS if n != "custom" and not n.endswith("-cross")]
+    assert every == [n for n in SCENARIOS if n != "custom" and not n.endswith(("-cross", "-users"))]
     cross, added = select(args("--scenario", "cross"))
     assert cross == ["s1", "s2", "s3", "s1-cross", "s2-cross", "s3-cross"] and sorted(added) == ["s1", "s2", "s3"]
     assert select(args("--subscribers", "3"))[0] == ["custom"]
     assert select(args("--plain"))[0] == ["custom"] and select(args("--no-batch"))[0] == ["custom"]
     with pytest.raises(ValueError):
         select(args("--scenario", "nonsense"))
+
+
+def test_users_selects_each_scenario_beside_its_variant_with_users() -> None:
+    assert select(args("--users"))[0] == ["s1", "s1-users", "s2", "s2-users"]
+    assert select(args("--users", "--scenario", "s4"))[0] == ["s1", "s4", "s4-users"]
+    with pytest.raises(ValueError, match="no variant with users of raw"):
+        select(args("--users", "--scenario", "raw"))
+
+
+def test_users_runs_s1_beside_s1_on_an_es_with_a_users_file() -> None:
+    out, _ = run_bench("--users", "--scenario", "s1", "--events", "2000")
+    assert list(out["scenarios"]) == ["s1", "s1-users"]
+    check_fields(out["scenarios"]["s1"])
+    users = check_fields(out["scenarios"]["s1-users"])
+    assert users["lost"] == 0 and users["out_of_order"] == 0 and users["problems"] == [], users
+    assert users["es_published"] == 2000 and users["es_delivered"] == 2000, users  # stats() as the admin
+    assert out["scenarios"]["s1-users"]["spec"]["users"] is True
+    assert isinstance(users["ratio_to_no_users"], float) and users["ratio_to_no_users"] > 0
+    if sys.platform.startswith("linux"):
+        assert isinstance(users["cpu_es_ratio_to_no_users"], float) and users["cpu_es_ratio_to_no_users"] > 0
+    assert out["problems"] == []
 
 
 def test_every_reference_runs_before_the_scenarios_compared_with_it() -> None:

@@ -363,7 +363,7 @@ def test_the_shortcut_in_this_process(shared):
         assert eventservice.unregister(callback) is False
     finally:
         shortcuts.shutdown()
-    assert shortcuts._subscriber is None and shortcuts._publisher is None
+    assert not shortcuts._subscribers and not shortcuts._publishers
 
 
 # -- connection callbacks (each test restarts its own es) ------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tup
 from .. import wire
 from ..config import DEFAULT_BACKBONE_TIMEOUT as DEFAULT_TIMEOUT
 from ..errors import BackboneError
-from .messages import Packer, Unpacker
+from .messages import Batch, Packer, Unpacker
 from .urls import describe, mask_url, secrets_of
 
 log = logging.getLogger("eventservice.backbone")
@@ -56,7 +56,7 @@ class Backbone:
         self._inbound_thread: Optional[threading.Thread] = None
         self._inbound_queue: "queue.Queue[Optional[bytes]]" = queue.Queue(MAX_INBOUND_MESSAGES)
         self._lock = threading.Lock()
-        self._out: List[List[Item]] = []  # batches waiting for the loop, guarded by _lock
+        self._out: List[Batch] = []  # batches waiting for the loop, guarded by _lock
         self._out_count = 0
         self._out_scheduled = False
         self._out_event: Optional[asyncio.Event] = None
@@ -109,8 +109,9 @@ class Backbone:
             self.close()
             raise BackboneError(f"backbone {self.url}: {self.scrub(describe(exc))}") from None
 
-    def forward(self, items: List[Item]) -> None:
-        """Send events accepted here to the other ``es`` of the space. Never blocks."""
+    def forward(self, items: List[Item], user: Optional[str] = None) -> None:
+        """Send events accepted here (published by ``user``, with users) to the other ``es``
+        of the space. Never blocks."""
         n = len(items)
         if not n:
             return
@@ -118,7 +119,7 @@ class Backbone:
             if not self._up or self._out_count + n > MAX_PENDING_EVENTS:
                 self.failed += n
                 return
-            self._out.append(items)
+            self._out.append((user, items))
             self._out_count += n
             if self._out_scheduled:
                 return

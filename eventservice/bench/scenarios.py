@@ -52,6 +52,7 @@ class Mix:
     es_options: Tuple[str, ...] = ()  # options of the es started for it
     callback_serializer: Optional[str] = None  # the plain subscribers' callback serializer
     cross: bool = False  # publishers and subscribers on two es joined by a backbone
+    users: bool = False  # es --users: the clients log in as a user of a users file
 
     def as_dict(self) -> Dict[str, Any]:
         """Every parameter by name, as plain JSON values."""
@@ -98,6 +99,16 @@ def _cross(base: Scenario, description: str) -> Scenario:
                                ratio_field="ratio_to_single", in_all=False)
 
 
+def _with_users(base: Scenario) -> Scenario:
+    """``base`` on an es with a users file (es bench --users), compared with ``base`` itself."""
+    return dataclasses.replace(base, name=f"{base.name}-users", description=f"{base.name} with es --users: the "
+                               "clients log in as a user whose rules allow what they do",
+                               mix=dataclasses.replace(base.mix, users=True), reference=base.name,
+                               ratio_field="ratio_to_no_users", in_all=False)
+
+
+USERS_DEFAULT = ("s1", "s2")  # what es bench --users runs when no --scenario is given
+
 _S1 = Scenario("s1", "1 batched Publisher -> 1 Subscriber")
 _S2 = Scenario("s2", "1 batched Publisher -> 10 Subscribers", Mix(subscribers=10))
 _S3 = Scenario("s3", "latency: plain Publisher paced at --rate -> 1 Subscriber",
@@ -107,12 +118,18 @@ _S3 = Scenario("s3", "latency: plain Publisher paced at --rate -> 1 Subscriber",
 _FROZEN_MIX = Mix(subscribers=10, es_options=FROZEN_ES_OPTIONS, events=DEFAULT_FROZEN_EVENTS,
                   rate=DEFAULT_FROZEN_RATE)
 
+_S4 = Scenario("s4", "s1 with 1,000 non-matching pattern subscriptions present", Mix(patterns=DEFAULT_PATTERNS),
+               takes=("patterns",), reference="s1", ratio_field="ratio_to_s1")
+
 SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     _S1,
+    _with_users(_S1),  # each run right after its reference's, so the machine's noise hits both alike
     _S2,
+    _with_users(_S2),
     _S3,
-    Scenario("s4", "s1 with 1,000 non-matching pattern subscriptions present", Mix(patterns=DEFAULT_PATTERNS),
-             takes=("patterns",), reference="s1", ratio_field="ratio_to_s1"),
+    _with_users(_S3),
+    _S4,
+    _with_users(_S4),
     Scenario("raw", "baseline: plain Pyro5 client -> plain Pyro5 daemon, no-op method, two-way, serpent",
              Mix(kind="raw"), sized_by="calls", note="calls/s; es CPU = the raw server's"),
     Scenario("plain-publish", "plain Pyro5 client calling publish(), one event per call, no subscriber",
@@ -146,10 +163,13 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
 def select(args: argparse.Namespace) -> Tuple[List[str], List[str]]:
     """(the scenarios to run, in running order; the references added for their ratios), from
     --scenario (names, ``all``, ``cross``) or, when it is absent, ``custom`` if any mix option
-    is given and ``all`` otherwise. ValueError names an unknown scenario."""
+    is given, s1 and s2 with --users, and ``all`` otherwise. With --users each scenario runs
+    beside its variant with a users file. ValueError names an unknown scenario, or one
+    without a variant with users."""
     mix_given = any(getattr(args, option) is not None for option in MIX_OPTIONS)
+    default = ["custom"] if mix_given else list(USERS_DEFAULT) if args.users else ["all"]
     wanted: Set[str] = set()
-    for name in args.scenario or (["custom"] if mix_given else ["all"]):
+    for name in args.scenario or default:
         if name == "all":
             wanted.update(n for n, s in SCENARIOS.items() if s.in_all)
         elif name == "cross":
@@ -158,6 +178,12 @@ def select(args: argparse.Namespace) -> Tuple[List[str], List[str]]:
             wanted.add(name)
         else:
             raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)}, all, cross)")
+    if args.users:
+        missing = [n for n in wanted if not SCENARIOS[n].mix.users and f"{n}-users" not in SCENARIOS]
+        if missing:
+            raise ValueError(f"no variant with users of {', '.join(sorted(missing))} (there are: "
+                             f"{', '.join(n for n, s in SCENARIOS.items() if s.mix.users)})")
+        wanted.update(f"{n}-users" for n in list(wanted) if not SCENARIOS[n].mix.users)
     added = []
     for name in list(wanted):
         ref = SCENARIOS[name].reference

@@ -10,6 +10,7 @@ import Pyro5
 from Pyro5 import errors
 
 from .. import config
+from ..auth import client_credentials
 from ..link import ServiceLink, is_remote
 from ..naming import find_ns, lookup
 
@@ -66,7 +67,7 @@ def locate(args: argparse.Namespace) -> str:
 def link(args: argparse.Namespace, timeout: float = config.DEFAULT_CLIENT_TIMEOUT) -> ServiceLink:
     """A link to the Event Service (found first, see :func:`locate`)."""
     locate(args)
-    return ServiceLink(config.ident_from_env(args.ident), args.esuri, timeout=timeout)
+    return ServiceLink(client_credentials(args.ident, args.user, args.password), args.esuri, timeout=timeout)
 
 
 def explain(exc: BaseException, args: Optional[argparse.Namespace]) -> str:

@@ -31,7 +31,7 @@ class ShellSubscriber(Subscriber):
     format, and stops after ``args.count`` (or when stdout's reader has gone)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(ident=args.ident, esURI=args.esuri)
+        super().__init__(ident=args.ident, esURI=args.esuri, user=args.user, password=args.password)
         self.setThreading(False)
         stamped = args.timestamps if args.timestamps is not None else is_terminal(sys.stdout)
         self.format = EventFormat(args.show, stamped)

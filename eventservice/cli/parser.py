@@ -108,6 +108,8 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
                        help="URI of the Event Service (default: look it up in the name server)")
     where.add_argument("-i", "--ident", metavar="PASSPHRASE",
                        help=f"passphrase of the Event Service (default: ${config.IDENT_ENV})")
+    where.add_argument("-u", "--user", help=f"log in as this user of es --users (default: ${config.USER_ENV})")
+    where.add_argument("--password", help=f"the user's password, proven, never sent (default: ${config.PASSWORD_ENV})")
     _ns_options(where)
     tls = parser.add_argument_group("TLS (default: Pyro5's PYRO_SSL* settings)")
     tls.add_argument("--tls-ca", metavar="FILE", help="CA that signed the Event Service's certificate; turns TLS on")
@@ -257,6 +259,8 @@ COMMANDS = {
     "stats": Command((), "status:cmd_stats", "show the counters, subscribers and busiest subjects", _stats),
     "subjects": Command((), "status:cmd_subjects", "list subjects with their subscribers and events", _subjects),
     "ping": Command((), "status:cmd_ping", "measure the round trip to the Event Service", _ping),
+    "reload": Command((), "status:cmd_reload", "read the users file of es --users again (admin users)",
+                      _client_options),
     "bench": Command((), "bench", bench_cli.HELP, bench_cli.add_arguments),
     "completion": Command((), "completion:cmd_completion", "print a shell completion script (bash, zsh)",
                           _completion),

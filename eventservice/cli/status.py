@@ -182,5 +182,16 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the service to read its users file again (an admin's call)."""
+    service = connect.link(args)
+    try:
+        done: Dict[str, Any] = service.call("reload")
+    finally:
+        service.reset()
+    line(f"reloaded: {done['users']} users; revoked the subscriptions of {len(done['revoked'])} subscriber(s)")
+    return 0
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"

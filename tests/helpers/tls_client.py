@@ -2,9 +2,10 @@
 TLS clients run here, configured by the PYRO_SSL* environment variables of the test.
 
 Modes (first argument):
-  call URI [--ident X]        plain Pyro5 proxy: connect and call stats(); prints one JSON
+  call URI [--ident X]        plain Pyro5 proxy: connect and call stats() (with --user and
+                              --password: presented as its handshake); prints one JSON
                               line {"ok": ..., "error_type": ..., "error": ..., "pyro_or_os": ...}
-  publish URI SUBJECT COUNT   eventservice.Publisher(esURI=URI): publishes {"seq": i};
+  publish URI SUBJECT COUNT   eventservice.Publisher(esURI=URI, user=, password=): publishes {"seq": i};
                               prints the same JSON line ("ok" once all were accepted)
   stats-loop URI              calls stats() on a new connection again and again; prints
                               {"start": t0, "end": t1, "ok": ..., "error": ...} per call
@@ -26,6 +27,8 @@ parser.add_argument("uri")
 parser.add_argument("subject", nargs="?")
 parser.add_argument("count", nargs="?", type=int, default=1)
 parser.add_argument("--ident")
+parser.add_argument("--user")
+parser.add_argument("--password")
 args = parser.parse_args()
 
 
@@ -39,7 +42,11 @@ def report(exc=None, **extra):
 
 def call_stats():
     with Pyro5.api.Proxy(args.uri) as proxy:
-        proxy._pyroHandshake = args.ident
+        if args.user:
+            given = {} if args.password is None else {"password": args.password}
+            proxy._pyroHandshake = {"user": args.user, **given}
+        else:
+            proxy._pyroHandshake = args.ident
         proxy._pyroTimeout = 10
         return proxy.stats()
 
@@ -54,7 +61,7 @@ if args.mode == "call":
 elif args.mode == "publish":
     from eventservice import Publisher
     try:
-        with Publisher(ident=args.ident, esURI=args.uri) as pub:
+        with Publisher(ident=args.ident, esURI=args.uri, user=args.user, password=args.password) as pub:
             for i in range(args.count):
                 pub.publish(args.subject, {"seq": i})
     except Exception as exc:
