@@ -146,7 +146,7 @@ def test_publish_returns_the_subscribers_reached(es, make_subscriber):
 def test_tap_validates_and_is_ended_by_unsubscribe(es, make_subscriber):
     sub = make_subscriber()
     service = es.proxy()
-    callback = Proxy(sub._callback._pyroUri)
+    callback = Proxy(sub.uri)
     for args, error in (((callback, 1), TypeError), ((callback, "("), ValueError), (("not a proxy",), TypeError)):
         with pytest.raises(error):
             service.tap(*args)
