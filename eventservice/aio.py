@@ -20,9 +20,10 @@ from typing import Any, Awaitable, Callable, Generator, List, Optional, Set, Tup
 
 from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners,
                           LoopCallbacks, Worker)
-from .config import DEFAULT_REQUEST_TIMEOUT
+from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT
 from .event import Event
-from .handlers import ErrorCallback, HandlerTable, first_answer, handler_key, is_coroutine_function, log_handler_error
+from .handlers import (NO_ANSWER, ErrorCallback, HandlerTable, handler_key, holder_key, is_coroutine_function,
+                       log_handler_error)
 from .link import Subjects, check_subjects
 from .patterns import compile_pattern
 from .publisher_core import PublisherCore
@@ -211,8 +212,9 @@ class _Delivery:
     called (what they raise goes to ``failed``) and coroutine handlers' runners and
     subscriptions are given the event. Nothing is handed on once ``closed``."""
 
-    def __init__(self, table: HandlerTable, failed: ErrorCallback) -> None:
+    def __init__(self, table: HandlerTable, responders: HandlerTable, failed: ErrorCallback) -> None:
         self.table = table
+        self.responders = responders
         self.failed = failed
         self.loop: Optional[asyncio.AbstractEventLoop] = None  # set when the subscriber starts
         self.closed = False
@@ -232,10 +234,13 @@ class _Delivery:
                 pass  # the loop is closed
 
     def answer(self, event: Event) -> Any:
-        """From a daemon thread: a request, answered by the first plain handler that returns
-        something (coroutine handlers and subscriptions get no requests)."""
-        plain = [t for t in self.table.targets(event.subject) if not isinstance(t, (Subscription, HandlerRunner))]
-        return first_answer(plain, event, log_handler_error)
+        """From a daemon thread: a request, answered on the loop by the first responder
+        handler that wants it (NO_ANSWER without one)."""
+        loop = self.loop
+        found = self.responders.targets(event.subject)
+        if not found or loop is None or self.closed:
+            return NO_ANSWER
+        return asyncio.run_coroutine_threadsafe(_answer(found[0], event), loop).result(MAX_REQUEST_TIMEOUT)
 
     def _on_batch(self, batch: List[Tuple[Event, Tuple[Any, ...]]]) -> None:
         if self.closed:
@@ -251,6 +256,11 @@ class _Delivery:
                         target(event)
                     except Exception as exc:
                         self.failed(exc, event, target)
+
+
+async def _answer(responder: AsyncHandler, event: Event) -> Any:
+    answer = responder(event)
+    return await answer if inspect.isawaitable(answer) else answer
 
 
 class AsyncSubscriber:
@@ -292,10 +302,11 @@ class AsyncSubscriber:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._table = HandlerTable()  # handlers and subscriptions, for dispatch: the service holds the core's set
+        self._responders = HandlerTable()  # responder handlers (on(..., respond=True)), for requests
         self._callbacks = LoopCallbacks()
         self._worker = Worker("es-async-subscriber")
         self._core: Optional[SubscriberCore] = None
-        self._delivery = _Delivery(self._table, self._handler_failed)
+        self._delivery = _Delivery(self._table, self._responders, self._handler_failed)
         self._started = False
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
@@ -370,35 +381,42 @@ class AsyncSubscriber:
 
     # -- handlers ----------------------------------------------------------------------------
     def on(self, subjects: Subjects, handler: Optional[AsyncHandler] = None, *,
-           maxsize: Optional[int] = None) -> Any:
+           maxsize: Optional[int] = None, respond: bool = False) -> Any:
         """Call ``handler(event)`` (a plain or a coroutine function) for every event on these
-        exact subjects; returns ``handler``, or without it a decorator. See the class."""
+        exact subjects; returns ``handler``, or without it a decorator. See the class.
+        With ``respond=True`` it answers requests on them instead, on the loop (see
+        :meth:`Subscriber.on`)."""
         subjects = check_subjects(subjects)
         if handler is None:
-            return lambda fn: self.on(subjects, fn, maxsize=maxsize)
+            return lambda fn: self.on(subjects, fn, maxsize=maxsize, respond=respond)
         self._check_open()
-        self._attach(self._target(handler, maxsize), SUBJECT, subjects, subjects=subjects)
+        self._attach(handler, maxsize, respond, SUBJECT, subjects, subjects=subjects)
         return handler
 
     def on_match(self, patterns: Subjects, handler: Optional[AsyncHandler] = None, *,
-                 maxsize: Optional[int] = None) -> Any:
+                 maxsize: Optional[int] = None, respond: bool = False) -> Any:
         """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``); ``ValueError``
         for an invalid pattern, at once."""
         patterns = check_subjects(patterns, "pattern")
         if handler is None:
-            return lambda fn: self.on_match(patterns, fn, maxsize=maxsize)
+            return lambda fn: self.on_match(patterns, fn, maxsize=maxsize, respond=respond)
         compiled = [compile_pattern(p) for p in patterns]
         self._check_open()
-        self._attach(self._target(handler, maxsize), PATTERN, patterns, patterns=compiled)
+        self._attach(handler, maxsize, respond, PATTERN, patterns, patterns=compiled)
         return handler
 
-    def _attach(self, target: Any, kind: str, names: List[str], **held: Any) -> None:
-        """Attach ``target`` here at once and subscribe ``names`` in the background (undone
-        here if the service refuses)."""
-        added = self._table.add(target, **held)
-        key = handler_key(target)
+    def _attach(self, handler: AsyncHandler, maxsize: Optional[int], respond: bool, kind: str, names: List[str],
+                **held: Any) -> None:
+        """Attach ``handler`` (to answer requests with ``respond``) here at once and subscribe
+        ``names`` in the background (undone here if the service refuses)."""
+        if not callable(handler):
+            raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
+        table = self._responders if respond else self._table
+        target = handler if respond else self._target(handler, maxsize)
+        added = table.add(target, **held)
+        key = holder_key(target, respond)
         self._changes.add(lambda core: core.subscribe(key, kind, names),
-                          undo=lambda: self._table.remove(target, added[0] + added[1]))
+                          undo=lambda: table.remove(target, added[0] + added[1]))
 
     def remove_handler(self, handler: AsyncHandler, subjects: Optional[Subjects] = None) -> bool:
         """Detach ``handler`` from these subjects and patterns, or from all (see
@@ -406,16 +424,20 @@ class AsyncSubscriber:
         coroutine handler left with nothing is stopped (events waiting for it are dropped)."""
         names = None if subjects is None else check_subjects(subjects, "subject or pattern")
         self._check_open()
+        removed = False
+        if self._responders.remove(handler, names):
+            removed = True
+            self._changes.add(lambda core: core.release(holder_key(handler, True), names))
         target = self._runners.target(handler)
         if not self._table.holds(target):
-            return False
-        removed = self._table.remove(target, names)
+            return removed
+        removed = self._table.remove(target, names) or removed
         if not self._table.holds(target):
             stopping = self._runners.stop(handler)
             if stopping is not None:
                 self._callbacks.tasks.add(stopping)
                 stopping.add_done_callback(self._callbacks.tasks.discard)
-        key = handler_key(target)
+        key = holder_key(target)
         self._changes.add(lambda core: core.release(key, names))
         return removed
 
@@ -425,8 +447,6 @@ class AsyncSubscriber:
                 for target in self._table.handlers() if not isinstance(target, Subscription)]
 
     def _target(self, handler: AsyncHandler, maxsize: Optional[int]) -> Any:
-        if not callable(handler):
-            raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
         if not is_coroutine_function(handler):
             return handler
         return self._runners.runner(handler, maxsize or self.maxsize)

@@ -19,7 +19,7 @@ from typing import Any, Callable, List, Optional
 
 from .config import DEFAULT_REQUEST_TIMEOUT
 from .event import Event
-from .handlers import (ErrorCallback, Handler, HandlerTable, first_answer, handler_key, is_coroutine_function,
+from .handlers import (ErrorCallback, Handler, HandlerTable, first_answer, holder_key, is_coroutine_function,
                        log_handler_error)
 from .link import DisconnectCallback, ReconnectCallback, ServiceLink, Subjects, call_back, check_subjects
 from .patterns import compile_pattern
@@ -65,7 +65,9 @@ class Publisher:
 
     def request(self, subject: str, msg: Any = None, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request on ``subject`` and return the first answer of a responder (a
-        subscriber whose ``respond`` returns something).
+        subscriber that overrides ``respond`` or has a responder handler; None is an
+        answer too). :class:`~eventservice.errors.RemoteError` (with the ``type_name`` and
+        ``message`` of its exception) when the responder raised;
         :class:`~eventservice.errors.NoResponderError` (a ``TimeoutError``, naming the
         subject) when none answers within ``timeout`` seconds. Not batched: it waits."""
         return self._core.request(subject, msg, timeout)
@@ -122,6 +124,7 @@ class Subscriber:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._handlers = HandlerTable()  # plain handlers, for dispatch: the service holds the core's set
+        self._responders = HandlerTable()  # responder handlers (on(..., respond=True)), for requests
         self._event_lock = threading.Lock()
         self._threaded = True
         self._core = SubscriberCore(ident, esURI, deliver=self._deliver, answer=self._answer,
@@ -156,12 +159,16 @@ class Subscriber:
         with self._core.changes:
             self._core.unsubscribe(subjects)
             self._handlers.remove_names(subjects)
+            self._responders.remove_names(subjects)
 
     def respond(self, event: Event) -> Any:
-        """Answer a request (see :meth:`Publisher.request`); override it. The default
-        returns the first answer (not None) of the handlers that want the event, or None:
-        no answer from this subscriber."""
-        return first_answer(self._handlers.targets(event.subject), event, self._handler_failed)
+        """Answer a request (see :meth:`Publisher.request`); override it. What it returns
+        is the answer (None too); what it raises reaches the requester as
+        :class:`~eventservice.errors.RemoteError`. The default asks the first responder
+        handler that wants the event (see :meth:`on`); without one, this subscriber is no
+        responder for the request, which then arrives as an ordinary event. An override
+        leaves a request to others with ``return super().respond(event)``."""
+        return first_answer(self._responders.targets(event.subject), event)
 
     def _answer(self, event: Event) -> Any:
         if self._threaded:
@@ -170,7 +177,7 @@ class Subscriber:
             return self.respond(event)
 
     # -- plain handlers ----------------------------------------------------------------------
-    def on(self, subjects: Subjects, handler: Optional[Handler] = None) -> Any:
+    def on(self, subjects: Subjects, handler: Optional[Handler] = None, *, respond: bool = False) -> Any:
         """Call ``handler(event)`` for every event on these exact subjects (case-insensitive).
 
         Subscribes at the service (before returning) and returns ``handler``. Without
@@ -181,39 +188,45 @@ class Subscriber:
         subscriber holds already keeps its group and filter). Handlers run in the
         daemon's threads, in the order they were first attached; one that raises goes to
         ``on_error`` and the others still run. They are called by the default ``event()``:
-        an overriding ``event()`` calls :meth:`call_handlers` to keep them."""
+        an overriding ``event()`` calls :meth:`call_handlers` to keep them.
+
+        With ``respond=True`` the handler answers requests on these subjects instead (see
+        :meth:`respond`): what it returns is the answer, what it raises the requester's
+        :class:`~eventservice.errors.RemoteError`; it is not called for ordinary events."""
         subjects = check_subjects(subjects)
         if handler is None:
-            return self._decorator(self.on, subjects)
+            return self._decorator(self.on, subjects, respond)
         _check_handler(handler)
-        return self._attach(handler, SUBJECT, subjects, subjects=subjects)
+        return self._attach(handler, SUBJECT, subjects, respond, subjects=subjects)
 
-    def on_match(self, patterns: Subjects, handler: Optional[Handler] = None) -> Any:
+    def on_match(self, patterns: Subjects, handler: Optional[Handler] = None, *, respond: bool = False) -> Any:
         """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``), matched here
         with the service's semantics. ``ValueError`` for an invalid pattern, before sending."""
         patterns = check_subjects(patterns, "pattern")
         if handler is None:
-            return self._decorator(self.on_match, patterns)
+            return self._decorator(self.on_match, patterns, respond)
         _check_handler(handler)
         compiled = [compile_pattern(p) for p in patterns]
-        return self._attach(handler, PATTERN, patterns, patterns=compiled)
+        return self._attach(handler, PATTERN, patterns, respond, patterns=compiled)
 
-    def _attach(self, handler: Handler, kind: str, names: List[str], **held: Any) -> Handler:
-        """Attach ``handler`` to subjects or compiled patterns (``held``) and subscribe
-        ``names`` at the service; undone here if the service refuses."""
+    def _attach(self, handler: Handler, kind: str, names: List[str], respond: bool, **held: Any) -> Handler:
+        """Attach ``handler`` (to answer requests with ``respond``) to subjects or compiled
+        patterns (``held``) and subscribe ``names`` at the service; undone here if the
+        service refuses."""
+        table = self._responders if respond else self._handlers
         with self._core.changes:
-            added_subjects, added_patterns = self._handlers.add(handler, **held)
+            added_subjects, added_patterns = table.add(handler, **held)
             try:
-                self._core.subscribe(handler_key(handler), kind, names)
+                self._core.subscribe(holder_key(handler, respond), kind, names)
             except BaseException:
-                self._handlers.remove(handler, added_subjects + added_patterns)
+                table.remove(handler, added_subjects + added_patterns)
                 raise
         return handler
 
     @staticmethod
-    def _decorator(attach: Callable[[List[str], Handler], Any], names: List[str]) -> Callable[[Handler], Handler]:
+    def _decorator(attach: Callable[..., Any], names: List[str], respond: bool) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
-            attach(names, handler)
+            attach(names, handler, respond=respond)
             return handler
         return decorate
 
@@ -223,14 +236,16 @@ class Subscriber:
         detached. Unsubscribes at the service what nobody here holds any more. True if
         the handler held any of them; an unknown handler is ignored (False)."""
         names = None if subjects is None else check_subjects(subjects, "subject or pattern")
+        held = False
         with self._core.changes:
-            if not self._handlers.remove(handler, names):
-                return False
-            self._core.release(handler_key(handler), names)
-        return True
+            for respond, table in ((False, self._handlers), (True, self._responders)):
+                if table.remove(handler, names):
+                    held = True
+                    self._core.release(holder_key(handler, respond), names)
+        return held
 
     def handlers(self) -> List[Handler]:
-        """The attached handlers, in the order they were first attached."""
+        """The attached handlers (not responders), in the order they were first attached."""
         return self._handlers.handlers()
 
     def call_handlers(self, event: Event) -> int:
@@ -254,8 +269,8 @@ class Subscriber:
     def event(self, event: Event) -> None:
         """Called for each event, in a thread of the subscriber's daemon; override it. The
         default calls the handlers that want the event (:meth:`call_handlers`) and, when
-        this subscriber has no handlers, prints the event."""
-        if self._handlers:
+        this subscriber has no handlers nor responders, prints the event."""
+        if self._handlers or self._responders:
             self.call_handlers(event)
         else:
             print(event, flush=True)
@@ -293,6 +308,7 @@ class Subscriber:
         """Unsubscribe everything (when the service answers), stop listening, close the
         daemon and its connections, and end this subscriber's threads."""
         self._handlers.clear()
+        self._responders.clear()
         self._core.close()
 
     def __enter__(self) -> "Subscriber":

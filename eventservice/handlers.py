@@ -18,7 +18,7 @@ import inspect
 import itertools
 import logging
 import threading
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 from .event import Event
 from .matching import SubscriptionIndex
@@ -38,18 +38,18 @@ def log_handler_error(exc: BaseException, event: Event, handler: Any) -> None:
     log.error("handler %s raised for %s", _name(handler), event, exc_info=(type(exc), exc, exc.__traceback__))
 
 
-def first_answer(handlers: Iterable[Any], event: Event, failed: ErrorCallback) -> Any:
-    """Ask ``handlers`` in order for an answer to a request: the first that is not None, or
-    None. A handler that raises goes to ``failed(exc, event, handler)`` and the next is asked."""
-    for handler in handlers:
-        try:
-            answer = handler(event)
-        except Exception as exc:
-            failed(exc, event, handler)
-            continue
-        if answer is not None:
-            return answer
-    return None
+class _NoAnswer:
+    def __repr__(self) -> str:
+        return "NO_ANSWER"
+
+
+NO_ANSWER: Any = _NoAnswer()  # what a subscriber's answer to a request is when it has none
+
+
+def first_answer(responders: Sequence[Any], event: Event) -> Any:
+    """The answer of the first of ``responders`` (the responder handlers that want
+    ``event``; what it raises is raised), or NO_ANSWER when there is none."""
+    return responders[0](event) if responders else NO_ANSWER
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -69,6 +69,13 @@ def handler_key(handler: Any) -> Hashable:
         return key
     except TypeError:
         return ("id", id(handler))
+
+
+def holder_key(handler: Any, respond: bool = False) -> Hashable:
+    """What holds a handler's subscriptions in the subscriber core: its key, or for a
+    responder handler a key of its own (one function may be both)."""
+    key = handler_key(handler)
+    return ("respond", key) if respond else key
 
 
 class HandlerTable:

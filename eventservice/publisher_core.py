@@ -20,7 +20,7 @@ from typing import Any, Deque, List, Optional, Tuple
 
 from . import typed, wire
 from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER, ident_from_env
-from .errors import NoResponderError
+from .errors import NoResponderError, RemoteError
 from .link import DisconnectCallback, ReconnectCallback, ServiceLink, check_subjects, is_remote
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class PublisherCore:
 
     def request(self, subject: str, msg: Any, timeout: float) -> Any:
         """The first answer of a responder to a request on ``subject`` (see
-        :meth:`eventservice.Publisher.request`); ``NoResponderError`` when none answers."""
+        :meth:`eventservice.Publisher.request`); ``NoResponderError`` when none answers,
+        ``RemoteError`` when the responder raised."""
         if self.closed:
             raise RuntimeError("publisher is closed")
         if not isinstance(subject, str):
@@ -95,15 +96,18 @@ class PublisherCore:
         link = self._requests
         if link is None:  # a connection of their own: a long request holds up no publishing
             link = self._requests = ServiceLink(self.ident, self._link.esURI)
+        packed = wire.pack_request(subject, typed.encode(msg), timeout)
         with link.lock:
             link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then
             try:
-                answer = link.call("request", subject, typed.encode(msg), timeout, serializer=FALLBACK_SERIALIZER)
+                kind, answer = wire.unpack_reply(link.call("requestPacked", packed))
             except TimeoutError as exc:
                 if not is_remote(exc):
                     raise
                 asked = None if str(exc).startswith(NO_RESPONDER) else timeout
                 raise NoResponderError(str(exc), subject=subject, timeout=asked) from exc
+        if kind == wire.FAILED:
+            raise RemoteError(*answer)
         return typed.decode(answer)
 
     def flush(self, timeout: Optional[float] = None) -> None:

@@ -71,7 +71,7 @@ class EventService:
         self.presence = SubscriptionIndex(*budgets)  # es.presence.* only
         self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id,
                                      on_closed=self._mailbox_closed)
-        self.responders = Responders(self.settings, self.dispatcher.where)
+        self.responders = Responders(self.settings, self.dispatcher.where, self.dispatcher.post)
         self.router = Router(self.dispatcher.is_live)
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
@@ -173,9 +173,27 @@ class EventService:
     # -- request/reply -----------------------------------------------------------------------
     def request(self, subject: Any, message: Any = None, timeout: Any = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request on one subject and return the first answer of a responder (a
-        subscriber exposing ``respond(event)``); groups and filters choose who is asked.
-        Subscribers of the subject that are no responders get it as an ordinary event.
-        Raises ``TimeoutError`` naming the subject when no responder answers in time."""
+        subscriber exposing ``respond(event)``; None is an answer too); groups and filters
+        choose who is asked. Subscribers of the subject that are no responders get it as an
+        ordinary event. Raises ``TimeoutError`` naming the subject when no responder answers
+        in time, and ``RuntimeError`` naming the responder's error and its text when it raised."""
+        kind, value = self._ask(subject, message, timeout)
+        if kind == wire.FAILED:
+            raise RuntimeError(f"the responder to {subject!r} raised {value[0]}: {value[1]}")
+        return value
+
+    def requestPacked(self, data: Any) -> bytes:
+        """:meth:`request` with subject, message and timeout packed by
+        :func:`eventservice.wire.pack_request` (how the project's Publisher asks). Returns
+        the reply packed by :func:`eventservice.wire.pack_reply`: the answer, or the
+        responder's error as data. ValueError or TypeError for bytes that are no request."""
+        try:
+            request = wire.unpack_request(data)
+        except wire.WireError as exc:
+            raise ValueError(str(exc)) from None  # a built-in: every client can decode it
+        return wire.pack_reply(*self._ask(*request))
+
+    def _ask(self, subject: Any, message: Any, timeout: Any) -> wire.Reply:
         if not isinstance(subject, str):
             raise TypeError(f"subject must be a str, not {type(subject).__name__}")
         [subject] = self._publishable(subject)
@@ -191,7 +209,7 @@ class EventService:
         post = self.dispatcher.post
         for key in others:
             post(key, [(subject, message, now, None)])
-        return self.responders.ask(responders, {"subject": subject, "msg": message, "time": now}, timeout)
+        return self.responders.ask(responders, (subject, message, now), timeout)
 
     # -- subscribing -------------------------------------------------------------------------
     def subscribe(self, subjects: Any, subscriber: Any, group: Any = None, filter: Any = None) -> None:

@@ -10,7 +10,8 @@ service is asked for, what is unsubscribed when the last holder lets go, and wha
 again after a restart all come from that one set.
 
 A face gives the core two functions, called in the daemon's threads: ``deliver(events)``
-with each batch of events in order, and ``answer(event)`` for a request.
+with each batch of events in order, and ``answer(event)`` for a request (returning the
+answer, or :data:`~eventservice.handlers.NO_ANSWER` to leave it to others).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from . import typed, wire
 from .auth import Authority
 from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER, ident_from_env
 from .daemon import GuardedDaemon
+from .errors import type_name
 from .event import Event
+from .handlers import NO_ANSWER
 from .link import RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, call_back
 
 log = logging.getLogger(__name__)
@@ -226,10 +229,20 @@ class Receiver:
         """Events packed by :func:`eventservice.wire.pack`, in order."""
         self.deliverEvents(wire.unpack(data))
 
-    def respond(self, request: Dict[str, Any]) -> Any:
-        """A request (subject, msg, time as a dict): the subscriber's answer, or None."""
-        event = Event(request["subject"], typed.decode(request["msg"]), request["time"])
-        return typed.encode(self._answer(event))
+    def respondPacked(self, data: bytes) -> bytes:
+        """A request packed by :func:`eventservice.wire.pack_request`: the reply, packed by
+        :func:`eventservice.wire.pack_reply`. The face's answer (None included), the error
+        it raised, or a pass when it returned :data:`~eventservice.handlers.NO_ANSWER` (it
+        is no responder for this request: the service sends it as an ordinary event)."""
+        subject, msg, when = wire.unpack_request(data)
+        try:
+            answer = self._answer(Event(subject, typed.decode(msg), when))
+            if answer is NO_ANSWER:
+                return wire.pack_reply(wire.PASSED)
+            return wire.pack_reply(wire.ANSWERED, typed.encode(answer))
+        except Exception as exc:
+            log.info("answering a request on %s raised %s: %s", subject, type(exc).__name__, exc)
+            return wire.pack_reply(wire.FAILED, (type_name(exc), str(exc)))
 
     def heartbeat(self, service_id: str) -> bool:
         """The service checks that this subscriber is alive."""
