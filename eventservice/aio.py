@@ -22,12 +22,13 @@ from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, Hand
                           LoopCallbacks, Worker)
 from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT
 from .event import Event
+from .filters import compile_filter
 from .handlers import (NO_ANSWER, ErrorCallback, HandlerTable, handler_key, holder_key, is_coroutine_function,
                        log_handler_error)
 from .link import Subjects, check_subjects
 from .patterns import compile_pattern
 from .publisher_core import PublisherCore
-from .subscriber_core import PATTERN, SUBJECT, SubscriberCore
+from .subscriber_core import PATTERN, SUBJECT, SubscriberCore, Wanted
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class _Delivery:
         targets = self.table.targets
         batch = []
         for event in events:
-            found = targets(event.subject)
+            found = targets(event.subject, event.msg)
             if found:
                 batch.append((event, found))
         if batch and self.loop is not None:
@@ -237,7 +238,7 @@ class _Delivery:
         """From a daemon thread: a request, answered on the loop by the first responder
         handler that wants it (NO_ANSWER without one)."""
         loop = self.loop
-        found = self.responders.targets(event.subject)
+        found = self.responders.targets(event.subject, event.msg)
         if not found or loop is None or self.closed:
             return NO_ANSWER
         return asyncio.run_coroutine_threadsafe(_answer(found[0], event), loop).result(MAX_REQUEST_TIMEOUT)
@@ -380,42 +381,42 @@ class AsyncSubscriber:
                 + sum(subscription.dropped for subscription in list(self._subscriptions)))
 
     # -- handlers ----------------------------------------------------------------------------
-    def on(self, subjects: Subjects, handler: Optional[AsyncHandler] = None, *,
-           maxsize: Optional[int] = None, respond: bool = False) -> Any:
+    def on(self, subjects: Subjects, handler: Optional[AsyncHandler] = None, *, maxsize: Optional[int] = None,
+           filter: Any = None, group: Optional[str] = None, respond: bool = False) -> Any:
         """Call ``handler(event)`` (a plain or a coroutine function) for every event on these
         exact subjects; returns ``handler``, or without it a decorator. See the class.
-        With ``respond=True`` it answers requests on them instead, on the loop (see
-        :meth:`Subscriber.on`)."""
+        ``filter``, ``group`` and ``respond=True`` (it answers requests instead, on the
+        loop) as for :meth:`Subscriber.on`."""
         subjects = check_subjects(subjects)
         if handler is None:
-            return lambda fn: self.on(subjects, fn, maxsize=maxsize, respond=respond)
+            return lambda fn: self.on(subjects, fn, maxsize=maxsize, filter=filter, group=group, respond=respond)
         self._check_open()
-        self._attach(handler, maxsize, respond, SUBJECT, subjects, subjects=subjects)
+        self._attach(handler, maxsize, Wanted(SUBJECT, subjects, filter, group, respond), subjects=subjects)
         return handler
 
-    def on_match(self, patterns: Subjects, handler: Optional[AsyncHandler] = None, *,
-                 maxsize: Optional[int] = None, respond: bool = False) -> Any:
+    def on_match(self, patterns: Subjects, handler: Optional[AsyncHandler] = None, *, maxsize: Optional[int] = None,
+                 filter: Any = None, group: Optional[str] = None, respond: bool = False) -> Any:
         """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``); ``ValueError``
         for an invalid pattern, at once."""
         patterns = check_subjects(patterns, "pattern")
         if handler is None:
-            return lambda fn: self.on_match(patterns, fn, maxsize=maxsize, respond=respond)
+            return lambda fn: self.on_match(patterns, fn, maxsize=maxsize, filter=filter, group=group,
+                                            respond=respond)
         compiled = [compile_pattern(p) for p in patterns]
         self._check_open()
-        self._attach(handler, maxsize, respond, PATTERN, patterns, patterns=compiled)
+        self._attach(handler, maxsize, Wanted(PATTERN, patterns, filter, group, respond), patterns=compiled)
         return handler
 
-    def _attach(self, handler: AsyncHandler, maxsize: Optional[int], respond: bool, kind: str, names: List[str],
-                **held: Any) -> None:
-        """Attach ``handler`` (to answer requests with ``respond``) here at once and subscribe
-        ``names`` in the background (undone here if the service refuses)."""
+    def _attach(self, handler: AsyncHandler, maxsize: Optional[int], wanted: Wanted, **held: Any) -> None:
+        """Attach ``handler`` here at once and subscribe what it wants in the background
+        (undone here if the service refuses)."""
         if not callable(handler):
             raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
-        table = self._responders if respond else self._table
-        target = handler if respond else self._target(handler, maxsize)
-        added = table.add(target, **held)
-        key = holder_key(target, respond)
-        self._changes.add(lambda core: core.subscribe(key, kind, names),
+        table = self._responders if wanted.respond else self._table
+        target = handler if wanted.respond else self._target(handler, maxsize)
+        added = table.add(target, filter=wanted.filter, **held)
+        key = holder_key(target, wanted.respond)
+        self._changes.add(lambda core: core.subscribe(key, wanted.kind, wanted.names, wanted.options),
                           undo=lambda: table.remove(target, added[0] + added[1]))
 
     def remove_handler(self, handler: AsyncHandler, subjects: Optional[Subjects] = None) -> bool:
@@ -451,14 +452,18 @@ class AsyncSubscriber:
             return handler
         return self._runners.runner(handler, maxsize or self.maxsize)
 
-    def subscription(self, subjects: Subjects, *, match: bool = False,
-                     maxsize: Optional[int] = None) -> _Opening:
+    def subscription(self, subjects: Subjects, *, match: bool = False, maxsize: Optional[int] = None,
+                     filter: Any = None, group: Optional[str] = None) -> _Opening:
         """A :class:`Subscription` to these exact subjects (or, with ``match=True``, patterns):
-        ``await`` it (it is live when the await returns) or use it in ``async with``."""
+        ``await`` it (it is live when the await returns) or use it in ``async with``.
+        ``filter`` and ``group`` as for :meth:`Subscriber.on`."""
         names = check_subjects(subjects, "pattern" if match else "subject")
         compiled = [compile_pattern(p) for p in names] if match else []
+        wanted = Wanted(PATTERN if match else SUBJECT, names, filter, group)
         size = maxsize or self.maxsize
         EventBuffer(size)
+        if filter is not None:
+            compile_filter(filter)  # a bad one is a ValueError at once
 
         async def open_() -> Subscription:
             await self.start()
@@ -467,12 +472,12 @@ class AsyncSubscriber:
             subscription = Subscription(self, [] if match else names, names if match else [], size)
             self._subscriptions.add(subscription)
             if match:
-                added = self._table.add(subscription, patterns=compiled)[1]
+                added = self._table.add(subscription, patterns=compiled, filter=filter)[1]
             else:
-                added = self._table.add(subscription, subjects=names)[0]
+                added = self._table.add(subscription, subjects=names, filter=filter)[0]
             try:
-                await self._worker.submit(self._running().subscribe, handler_key(subscription),
-                                          PATTERN if match else SUBJECT, names)
+                await self._worker.submit(self._running().subscribe, handler_key(subscription), wanted.kind, names,
+                                          wanted.options)
             except BaseException:
                 self._table.remove(subscription, added)
                 self._subscriptions.discard(subscription)

@@ -24,7 +24,7 @@ from .handlers import (ErrorCallback, Handler, HandlerTable, first_answer, holde
 from .link import DisconnectCallback, ReconnectCallback, ServiceLink, Subjects, call_back, check_subjects
 from .patterns import compile_pattern
 from .publisher_core import PublisherCore
-from .subscriber_core import OWN, PATTERN, SUBJECT, SubscriberCore
+from .subscriber_core import OWN, PATTERN, SUBJECT, SubscriberCore, Wanted
 
 __all__ = ["Publisher", "Subscriber", "ServiceLink", "Subjects"]  # the last two as before, for es and shortcuts
 
@@ -168,7 +168,7 @@ class Subscriber:
         handler that wants the event (see :meth:`on`); without one, this subscriber is no
         responder for the request, which then arrives as an ordinary event. An override
         leaves a request to others with ``return super().respond(event)``."""
-        return first_answer(self._responders.targets(event.subject), event)
+        return first_answer(self._responders.targets(event.subject, event.msg), event)
 
     def _answer(self, event: Event) -> Any:
         if self._threaded:
@@ -177,56 +177,64 @@ class Subscriber:
             return self.respond(event)
 
     # -- plain handlers ----------------------------------------------------------------------
-    def on(self, subjects: Subjects, handler: Optional[Handler] = None, *, respond: bool = False) -> Any:
+    def on(self, subjects: Subjects, handler: Optional[Handler] = None, *, filter: Any = None,
+           group: Optional[str] = None, respond: bool = False) -> Any:
         """Call ``handler(event)`` for every event on these exact subjects (case-insensitive).
 
         Subscribes at the service (before returning) and returns ``handler``. Without
         ``handler``, returns a decorator that does the same: ``@sub.on("news")``. A handler
         may be attached any number of times, to exact subjects and patterns; it is called
         once per event that matches any of its subscriptions, however many do, and the
-        service sends the event once however many handlers want it (a subject this
-        subscriber holds already keeps its group and filter). Handlers run in the
+        service sends the event once however many handlers want it. Handlers run in the
         daemon's threads, in the order they were first attached; one that raises goes to
         ``on_error`` and the others still run. They are called by the default ``event()``:
         an overriding ``event()`` calls :meth:`call_handlers` to keep them.
+
+        ``filter`` (plain data, as for :meth:`subscribe`) gives the handler only the events
+        whose message passes; the service sends each subject once with its handlers' filters
+        combined (any of them; none when one handler takes everything), so one subscriber
+        carries many filtered handlers. ``group`` makes this subscriber a member of that
+        work-queue group for these subjects (all holders of a subject here share one group).
+        Without either, the handler takes the subject as this subscriber holds it already
+        (with its group and filter, if any).
 
         With ``respond=True`` the handler answers requests on these subjects instead (see
         :meth:`respond`): what it returns is the answer, what it raises the requester's
         :class:`~eventservice.errors.RemoteError`; it is not called for ordinary events."""
         subjects = check_subjects(subjects)
         if handler is None:
-            return self._decorator(self.on, subjects, respond)
-        _check_handler(handler)
-        return self._attach(handler, SUBJECT, subjects, respond, subjects=subjects)
+            return self._decorator(self.on, subjects, filter=filter, group=group, respond=respond)
+        return self._attach(handler, Wanted(SUBJECT, subjects, filter, group, respond), subjects=subjects)
 
-    def on_match(self, patterns: Subjects, handler: Optional[Handler] = None, *, respond: bool = False) -> Any:
+    def on_match(self, patterns: Subjects, handler: Optional[Handler] = None, *, filter: Any = None,
+                 group: Optional[str] = None, respond: bool = False) -> Any:
         """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``), matched here
         with the service's semantics. ``ValueError`` for an invalid pattern, before sending."""
         patterns = check_subjects(patterns, "pattern")
         if handler is None:
-            return self._decorator(self.on_match, patterns, respond)
-        _check_handler(handler)
+            return self._decorator(self.on_match, patterns, filter=filter, group=group, respond=respond)
         compiled = [compile_pattern(p) for p in patterns]
-        return self._attach(handler, PATTERN, patterns, respond, patterns=compiled)
+        return self._attach(handler, Wanted(PATTERN, patterns, filter, group, respond), patterns=compiled)
 
-    def _attach(self, handler: Handler, kind: str, names: List[str], respond: bool, **held: Any) -> Handler:
-        """Attach ``handler`` (to answer requests with ``respond``) to subjects or compiled
-        patterns (``held``) and subscribe ``names`` at the service; undone here if the
-        service refuses."""
-        table = self._responders if respond else self._handlers
+    def _attach(self, handler: Handler, wanted: "Wanted", **held: Any) -> Handler:
+        """Attach ``handler`` (to answer requests with ``wanted.respond``) to subjects or
+        compiled patterns (``held``) and subscribe ``wanted.names`` at the service; undone
+        here if the service refuses."""
+        _check_handler(handler)
+        table = self._responders if wanted.respond else self._handlers
         with self._core.changes:
-            added_subjects, added_patterns = table.add(handler, **held)
+            added_subjects, added_patterns = table.add(handler, filter=wanted.filter, **held)
             try:
-                self._core.subscribe(holder_key(handler, respond), kind, names)
+                self._core.subscribe(holder_key(handler, wanted.respond), wanted.kind, wanted.names, wanted.options)
             except BaseException:
                 table.remove(handler, added_subjects + added_patterns)
                 raise
         return handler
 
     @staticmethod
-    def _decorator(attach: Callable[..., Any], names: List[str], respond: bool) -> Callable[[Handler], Handler]:
+    def _decorator(attach: Callable[..., Any], names: List[str], **options: Any) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
-            attach(names, handler, respond=respond)
+            attach(names, handler, **options)
             return handler
         return decorate
 
@@ -251,7 +259,7 @@ class Subscriber:
     def call_handlers(self, event: Event) -> int:
         """Call every handler whose subscriptions match ``event``, each once, in attachment
         order; a handler that raises goes to ``on_error``. Returns how many were called."""
-        targets = self._handlers.targets(event.subject)
+        targets = self._handlers.targets(event.subject, event.msg)
         for handler in targets:
             try:
                 handler(event)
