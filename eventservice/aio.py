@@ -26,7 +26,7 @@ from .filters import compile_filter
 from .handlers import (NO_ANSWER, ErrorCallback, HandlerTable, handler_key, holder_key, is_coroutine_function,
                        log_handler_error)
 from .link import Subjects, check_subjects
-from .patterns import compile_pattern
+from .patterns import compile_pattern, glob_pattern
 from .publisher_core import PublisherCore
 from .subscriber_core import PATTERN, SUBJECT, SubscriberCore, Wanted
 
@@ -407,6 +407,13 @@ class AsyncSubscriber:
         self._attach(handler, maxsize, Wanted(PATTERN, patterns, filter, group, respond), patterns=compiled)
         return handler
 
+    def on_glob(self, globs: Subjects, handler: Optional[AsyncHandler] = None, *, maxsize: Optional[int] = None,
+                filter: Any = None, group: Optional[str] = None, respond: bool = False) -> Any:
+        """Like :meth:`on_match`, for glob-style patterns (``sensor.*``, ``*``: see
+        :func:`~eventservice.patterns.glob_pattern`)."""
+        patterns = [glob_pattern(glob) for glob in check_subjects(globs, "glob")]
+        return self.on_match(patterns, handler, maxsize=maxsize, filter=filter, group=group, respond=respond)
+
     def _attach(self, handler: AsyncHandler, maxsize: Optional[int], wanted: Wanted, **held: Any) -> None:
         """Attach ``handler`` here at once and subscribe what it wants in the background
         (undone here if the service refuses)."""
@@ -452,11 +459,14 @@ class AsyncSubscriber:
             return handler
         return self._runners.runner(handler, maxsize or self.maxsize)
 
-    def subscription(self, subjects: Subjects, *, match: bool = False, maxsize: Optional[int] = None,
-                     filter: Any = None, group: Optional[str] = None) -> _Opening:
-        """A :class:`Subscription` to these exact subjects (or, with ``match=True``, patterns):
-        ``await`` it (it is live when the await returns) or use it in ``async with``.
-        ``filter`` and ``group`` as for :meth:`Subscriber.on`."""
+    def subscription(self, subjects: Subjects, *, match: bool = False, glob: bool = False,
+                     maxsize: Optional[int] = None, filter: Any = None, group: Optional[str] = None) -> _Opening:
+        """A :class:`Subscription` to these exact subjects (or, with ``match=True``, regex
+        patterns; with ``glob=True``, glob-style ones): ``await`` it (it is live when the
+        await returns) or use it in ``async with``. ``filter`` and ``group`` as for
+        :meth:`Subscriber.on`."""
+        if glob:
+            subjects, match = [glob_pattern(g) for g in check_subjects(subjects, "glob")], True
         names = check_subjects(subjects, "pattern" if match else "subject")
         compiled = [compile_pattern(p) for p in names] if match else []
         wanted = Wanted(PATTERN if match else SUBJECT, names, filter, group)

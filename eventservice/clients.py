@@ -22,7 +22,7 @@ from .event import Event
 from .handlers import (ErrorCallback, Handler, HandlerTable, first_answer, holder_key, is_coroutine_function,
                        log_handler_error)
 from .link import DisconnectCallback, ReconnectCallback, ServiceLink, Subjects, call_back, check_subjects
-from .patterns import compile_pattern
+from .patterns import compile_pattern, glob_pattern
 from .publisher_core import PublisherCore
 from .subscriber_core import OWN, PATTERN, SUBJECT, SubscriberCore, Wanted
 
@@ -140,11 +140,17 @@ class Subscriber:
         return self._core.uri
 
     # -- subscriptions ---------------------------------------------------------------------
-    def subscribe(self, subjects: Subjects, group: Optional[str] = None, filter: Any = None) -> None:
+    def subscribe(self, subjects: Subjects, group: Optional[str] = None, filter: Any = None, *,
+                  glob: bool = False) -> None:
         """Receive events on these exact subjects (case-insensitive). With ``group``, the
         subscribers of that work-queue group share the events (each goes to one of them);
         with ``filter`` (plain data, see :mod:`eventservice.filters`) only events whose
-        message passes are sent. Both are kept when subscribing again after a restart."""
+        message passes are sent. Both are kept when subscribing again after a restart.
+        With ``glob=True`` the subjects are glob-style patterns (``sensor.*``, ``*``),
+        subscribed as the regex patterns :func:`~eventservice.patterns.glob_pattern` makes."""
+        if glob:
+            self.subscribeMatch(_globs(subjects), group, filter)
+            return
         self._core.subscribe(OWN, SUBJECT, check_subjects(subjects), (group, filter))
 
     def subscribeMatch(self, patterns: Subjects, group: Optional[str] = None, filter: Any = None) -> None:
@@ -152,10 +158,10 @@ class Subscriber:
         ``filter`` as for :meth:`subscribe`."""
         self._core.subscribe(OWN, PATTERN, check_subjects(patterns, "pattern"), (group, filter))
 
-    def unsubscribe(self, subjects: Subjects) -> None:
-        """Stop receiving on these subjects or patterns: for this subscriber and every
-        handler holding them."""
-        subjects = check_subjects(subjects, "subject or pattern")
+    def unsubscribe(self, subjects: Subjects, *, glob: bool = False) -> None:
+        """Stop receiving on these subjects or patterns (glob-style ones with ``glob=True``):
+        for this subscriber and every handler holding them."""
+        subjects = _globs(subjects) if glob else check_subjects(subjects, "subject or pattern")
         with self._core.changes:
             self._core.unsubscribe(subjects)
             self._handlers.remove_names(subjects)
@@ -215,6 +221,13 @@ class Subscriber:
             return self._decorator(self.on_match, patterns, filter=filter, group=group, respond=respond)
         compiled = [compile_pattern(p) for p in patterns]
         return self._attach(handler, Wanted(PATTERN, patterns, filter, group, respond), patterns=compiled)
+
+    def on_glob(self, globs: Subjects, handler: Optional[Handler] = None, *, filter: Any = None,
+                group: Optional[str] = None, respond: bool = False) -> Any:
+        """Like :meth:`on_match`, for glob-style patterns (``sensor.*``, ``*``: see
+        :func:`~eventservice.patterns.glob_pattern`); detach it with :meth:`remove_handler`
+        and no subjects, or the patterns it makes."""
+        return self.on_match(_globs(globs), handler, filter=filter, group=group, respond=respond)
 
     def _attach(self, handler: Handler, wanted: "Wanted", **held: Any) -> Handler:
         """Attach ``handler`` (to answer requests with ``wanted.respond``) to subjects or
@@ -329,6 +342,11 @@ class Subscriber:
     def connected(self) -> bool:
         """False from the watcher finding the service gone until it subscribed again."""
         return self._core.connected
+
+
+def _globs(globs: Subjects) -> List[str]:
+    """Glob-style patterns as the regex patterns they stand for."""
+    return [glob_pattern(glob) for glob in check_subjects(globs, "glob")]
 
 
 def _check_handler(handler: Any) -> None:
