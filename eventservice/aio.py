@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Generator, List, Optional, Set, Tup
 
 from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners,
                           LoopCallbacks, Worker)
-from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT
+from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, client_name
 from .event import Event
 from .filters import compile_filter
 from .handlers import (NO_ANSWER, ErrorCallback, HandlerTable, handler_key, holder_key, is_coroutine_function,
@@ -52,16 +52,20 @@ class AsyncPublisher:
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` (plain or coroutine functions) are told
     on the loop when a call finds the service gone and when a later call reached it again.
+    ``name`` and ``announce`` as for :class:`~eventservice.Publisher` (announced from
+    ``async with``, or the first call).
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
+                 name: Optional[str] = None, announce: bool = False,
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._callbacks = LoopCallbacks()
-        self._core = PublisherCore(ident, esURI, batch,
+        self._core = PublisherCore(ident, esURI, batch, name=name, announce=announce,
                                    on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
                                    on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
+        self.name = self._core.name
         self._worker = Worker("es-async-publisher")
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
@@ -111,6 +115,8 @@ class AsyncPublisher:
 
     async def __aenter__(self) -> "AsyncPublisher":
         self._callbacks.bind()
+        if self._core.announce:
+            await self._worker.submit(self._core.connect)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -288,15 +294,17 @@ class AsyncSubscriber:
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` (plain or coroutine functions) are told
     on the loop when the service went away and when it is back and subscribed again (the
-    re-subscription itself is automatic, within 10 s of the service being back).
+    re-subscription itself is automatic, within 10 s of the service being back). ``name`` as
+    for :class:`~eventservice.Subscriber`.
     """
 
-    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *,
+    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *, name: Optional[str] = None,
                  maxsize: int = DEFAULT_BUFFER_SIZE,
                  on_error: Optional[Callable[[BaseException, Event, Any], Any]] = None,
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
         EventBuffer(maxsize)  # checks it
         self.ident = ident
+        self.name = client_name(name)
         self.esURI = esURI
         self.maxsize = maxsize
         self.on_error = on_error or log_handler_error
@@ -331,7 +339,8 @@ class AsyncSubscriber:
         self._changes.start(self._core)
 
     def _make_core(self) -> SubscriberCore:
-        core = SubscriberCore(self.ident, self.esURI, deliver=self._delivery.deliver, answer=self._delivery.answer,
+        core = SubscriberCore(self.ident, self.esURI, name=self.name, deliver=self._delivery.deliver,
+                              answer=self._delivery.answer,
                               on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
                               on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
         core.start()

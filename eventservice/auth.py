@@ -3,7 +3,7 @@
 Both ends know a secret (the service's passphrase). Neither sends it: each proves it knows
 the key derived from it (PBKDF2-SHA256) with an HMAC over two fresh nonces.
 
-1. The client's handshake (``_pyroHandshake``) is ``{"es-auth": 1, "nonce": CN}``.
+1. The client's handshake (``_pyroHandshake``) is ``{"es-auth": 1, "nonce": CN, ...}``.
 2. The daemon answers ``{"es-auth": 1, "nonce": SN, "proof": HMAC(key, "server" CN SN)}``.
    The client checks that proof first: an impostor (a foreign object registered under the
    service's name, say) cannot make it, and gets nothing it could reuse.
@@ -16,6 +16,10 @@ certificate checked is the answer to that.)
 
 Plain Pyro5 clients may still present the passphrase itself as their handshake string;
 :class:`Authority` accepts that unless told to refuse it (``es --no-clear-ident``).
+
+Besides the proof, the handshake dict of eventservice's clients says who they are (with a
+passphrase or without): ``"name"``, and ``"announce"`` for a publisher that wants its
+presence announced (:func:`hello_of` reads them on the daemon's side).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from Pyro5 import errors
 from Pyro5.client import Proxy
@@ -53,6 +57,22 @@ def _proof(key: bytes, role: bytes, first: str, second: str) -> str:
 
 def _nonce() -> str:
     return secrets.token_hex(NONCE_BYTES)
+
+
+MAX_NAME_LENGTH = 200  # characters of a client's name kept
+
+
+def hello_of(data: Any) -> Dict[str, Any]:
+    """What a client's handshake says about it: ``name`` (a str, cut to MAX_NAME_LENGTH)
+    and ``announce`` (True) when it says so; nothing for other handshakes."""
+    hello: Dict[str, Any] = {}
+    if type(data) is dict:
+        name = data.get("name")
+        if type(name) is str and name:
+            hello["name"] = name[:MAX_NAME_LENGTH]
+        if data.get("announce") is True:
+            hello["announce"] = True
+    return hello
 
 
 def is_auth_hello(data: Any) -> bool:
@@ -120,10 +140,12 @@ class AuthProxy(Proxy):  # type: ignore[misc]
     calls subscribers back) it proves the secret to a daemon that asks, and connects to one
     that does not ask without proving or sending anything."""
 
-    def __init__(self, uri: Any, secret: Optional[str] = None, require: bool = True) -> None:
+    def __init__(self, uri: Any, secret: Optional[str] = None, require: bool = True,
+                 hello: Optional[Dict[str, Any]] = None) -> None:
         self._es_key = derive_key(secret) if secret else None
         self._es_require = require
         self._es_nonce = ""
+        self._es_hello = dict(hello or {})  # who this client is: "name", "announce" (see hello_of)
         super().__init__(uri)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -140,6 +162,7 @@ class AuthProxy(Proxy):  # type: ignore[misc]
         object.__setattr__(copy, "_es_key", self._es_key)
         object.__setattr__(copy, "_es_require", self._es_require)
         object.__setattr__(copy, "_es_nonce", "")
+        object.__setattr__(copy, "_es_hello", self._es_hello)
         Proxy.__setstate__(copy, Proxy.__getstate__(self))
         copy._pyroTimeout = self._pyroTimeout
         copy._pyroMaxRetries = self._pyroMaxRetries
@@ -148,9 +171,9 @@ class AuthProxy(Proxy):  # type: ignore[misc]
     @property
     def _pyroHandshake(self) -> Any:
         if self._es_key is None:
-            return None
+            return dict(self._es_hello) or None
         self._es_nonce = _nonce()
-        return {AUTH_TAG: 1, "nonce": self._es_nonce}
+        return {AUTH_TAG: 1, "nonce": self._es_nonce, **self._es_hello}
 
     @_pyroHandshake.setter
     def _pyroHandshake(self, value: Any) -> None:
@@ -181,9 +204,10 @@ class AuthProxy(Proxy):  # type: ignore[misc]
 
 
 def proxy(uri: Any, secret: Optional[str] = None, serializer: Optional[str] = None,
-          timeout: Optional[float] = None, require: bool = True) -> AuthProxy:
-    """An :class:`AuthProxy` of ``uri`` with the given serializer and call timeout."""
-    made = AuthProxy(uri, secret, require)
+          timeout: Optional[float] = None, require: bool = True, hello: Optional[Dict[str, Any]] = None) -> AuthProxy:
+    """An :class:`AuthProxy` of ``uri`` with the given serializer and call timeout, saying
+    ``hello`` (see :func:`hello_of`) in its handshake."""
+    made = AuthProxy(uri, secret, require, hello)
     if serializer is not None:
         made._pyroSerializer = serializer
     if timeout is not None:

@@ -48,16 +48,25 @@ class Publisher:
     ``on_disconnect(error)`` when a call finds the service gone, ``on_reconnect(uri)`` when a
     later call reached a service again; called once each per outage, in the thread that made
     the call (the caller's, or with ``batch=True`` the sender's); what they raise is logged.
+
+    ``name`` (default ``PROGRAM@HOST:PID``) is what the service shows of this client. With
+    ``announce=True`` it connects at once and the service announces it on
+    ``es.presence.publisher.joined``, and on ``.left`` when its connection closes.
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
+                 name: Optional[str] = None, announce: bool = False,
                  on_disconnect: Optional[DisconnectCallback] = None,
                  on_reconnect: Optional[ReconnectCallback] = None) -> None:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        self._core = PublisherCore(ident, esURI, batch, on_disconnect=lambda e: call_back(self.on_disconnect, e),
+        self._core = PublisherCore(ident, esURI, batch, name=name, announce=announce,
+                                   on_disconnect=lambda e: call_back(self.on_disconnect, e),
                                    on_reconnect=lambda u: call_back(self.on_reconnect, u))
         self.ident = self._core.ident
+        self.name = self._core.name
+        if announce:
+            self._core.connect()
 
     def publish(self, subjects: Subjects, msg: Any) -> None:
         """Publish ``msg`` on each subject in ``subjects`` (a str or list/tuple of str)."""
@@ -105,6 +114,8 @@ class Subscriber:
 
     Keyword arguments (also attributes of the same names):
 
+    - ``name`` (default ``PROGRAM@HOST:PID``): what the service shows of this subscriber, in
+      presence events and ``stats(True)``.
     - ``on_error(exc, event, handler)``: told when a handler raised; the default logs it with
       its traceback. The other handlers and the listener go on either way.
     - ``on_disconnect(error)``: told when the watcher finds the service gone (unreachable, or
@@ -116,7 +127,7 @@ class Subscriber:
     thread; what they raise is logged.
     """
 
-    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *,
+    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *, name: Optional[str] = None,
                  on_error: Optional[ErrorCallback] = None,
                  on_disconnect: Optional[DisconnectCallback] = None,
                  on_reconnect: Optional[ReconnectCallback] = None) -> None:
@@ -127,10 +138,11 @@ class Subscriber:
         self._responders = HandlerTable()  # responder handlers (on(..., respond=True)), for requests
         self._event_lock = threading.Lock()
         self._threaded = True
-        self._core = SubscriberCore(ident, esURI, deliver=self._deliver, answer=self._answer,
+        self._core = SubscriberCore(ident, esURI, name=name, deliver=self._deliver, answer=self._answer,
                                     on_disconnect=lambda e: call_back(self.on_disconnect, e),
                                     on_reconnect=lambda u: call_back(self.on_reconnect, u))
         self.ident = self._core.ident
+        self.name = self._core.name
         self.daemon = self._core.daemon
 
     @property

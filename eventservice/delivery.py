@@ -71,8 +71,9 @@ MODE_DICT = "dict"  # event(dict), for clients that cannot decode an Event
 class Mailbox:
     """The queue and connection of one subscriber. All fields are guarded by ``lock``."""
 
-    def __init__(self, key: str, proxy: Proxy, settings: Settings) -> None:
+    def __init__(self, key: str, proxy: Proxy, settings: Settings, name: Optional[str] = None) -> None:
         self.key = key
+        self.name = name  # the name its client gave, if any
         self.uri = proxy._pyroUri
         self.serializer = proxy._pyroSerializer or FALLBACK_SERIALIZER  # its callback proxy's choice, or serpent
         self.settings = settings
@@ -100,7 +101,8 @@ class Mailbox:
     def counters(self) -> Dict[str, Any]:
         with self.lock:
             return {"queued": len(self.events), "posted": self.posted, "delivered": self.delivered,
-                    "dropped": self.dropped, "mode": self.mode, "slow": self.slow, "serializer": self.serializer}
+                    "dropped": self.dropped, "mode": self.mode, "slow": self.slow, "serializer": self.serializer,
+                    "name": self.name}
 
 
 # Dispatcher is longer than the ~250 lines a class gets here: posting, serving and calling
@@ -131,18 +133,24 @@ class Dispatcher:
             threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
     # -- mailboxes ---------------------------------------------------------------------------
-    def ensure(self, key: str, proxy: Proxy) -> None:
-        """Give subscriber ``key`` a mailbox, if it has none."""
+    def ensure(self, key: str, proxy: Proxy, name: Optional[str] = None) -> None:
+        """Give subscriber ``key`` a mailbox, if it has none; ``name`` is its client's, if given."""
         with self._lock:
             mailbox = self._mailboxes.get(key)
             if mailbox is None:
-                self._mailboxes[key] = Mailbox(key, proxy, self.settings)
+                self._mailboxes[key] = Mailbox(key, proxy, self.settings, name)
             else:
                 with mailbox.lock:
                     mailbox.retiring = False
+                    mailbox.name = name or mailbox.name
 
     def has(self, key: Hashable) -> bool:
         return key in self._mailboxes
+
+    def name_of(self, key: Hashable) -> Optional[str]:
+        """The name subscriber ``key``'s client gave, or None."""
+        mailbox = self._mailboxes.get(key)
+        return None if mailbox is None else mailbox.name
 
     def where(self, key: Hashable) -> Optional[Tuple[Any, Optional[str]]]:
         """(URI, serializer) of subscriber ``key``, or None."""

@@ -16,12 +16,12 @@ import collections
 import logging
 import threading
 import weakref
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from . import typed, wire
-from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER, ident_from_env
+from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER, client_name, ident_from_env
 from .errors import NoResponderError, RemoteError
-from .link import DisconnectCallback, ReconnectCallback, ServiceLink, check_subjects, is_remote
+from .link import RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, check_subjects, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +34,34 @@ Batch = List[Tuple[List[str], Any]]  # (subjects, encoded message) in order
 
 class PublisherCore:
     """One publisher's connection to the service, its batching sender (with ``batch=True``)
-    and its connection for requests (made by the first request). Thread-safe.
+    and its connection for requests (made by the first request). Thread-safe. Its
+    connections say its ``name``; with ``announce`` the first asks the service to announce
+    it (see :mod:`eventservice.presence`).
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` are called as
     :class:`~eventservice.link.ServiceLink` says (in the thread of the call that noticed it,
     once each per outage); what they raise is logged."""
 
-    def __init__(self, ident: Optional[str], esURI: Any, batch: bool, *, on_disconnect: DisconnectCallback,
-                 on_reconnect: ReconnectCallback) -> None:
+    def __init__(self, ident: Optional[str], esURI: Any, batch: bool, *, name: Optional[str] = None,
+                 announce: bool = False, on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
         self.ident = ident_from_env(ident)
-        self._link = ServiceLink(self.ident, esURI, on_lost=on_disconnect, on_back=on_reconnect)
+        self.name = client_name(name)
+        self.announce = announce
+        hello: Dict[str, Any] = {"name": self.name, "announce": True} if announce else {"name": self.name}
+        self._link = ServiceLink(self.ident, esURI, on_lost=on_disconnect, on_back=on_reconnect, hello=hello)
         self._batcher: Optional[Batcher] = Batcher(self._link) if batch else None
         self._requests: Optional[ServiceLink] = None
         self.closed = False
         if self._batcher is not None:
             _at_exit.add(self)
+
+    def connect(self) -> None:
+        """Connect now (an announced publisher shows up at once); when no service answers,
+        the next call tries again."""
+        try:
+            self._link.call("ping")
+        except RECONNECT_ERRORS as exc:
+            log.info("no event service yet (%s): connecting at the next call", exc)
 
     @property
     def batching(self) -> bool:
@@ -95,7 +108,7 @@ class PublisherCore:
             raise TypeError(f"subject must be a str, not {type(subject).__name__}")
         link = self._requests
         if link is None:  # a connection of their own: a long request holds up no publishing
-            link = self._requests = ServiceLink(self.ident, self._link.esURI)
+            link = self._requests = ServiceLink(self.ident, self._link.esURI, hello={"name": self.name})
         packed = wire.pack_request(subject, typed.encode(msg), timeout)
         with link.lock:
             link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then

@@ -151,6 +151,7 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
                            handshake_timeout=settings.handshake_timeout,
                            max_message_size=settings.max_message_size, max_connections=settings.max_connections)
     service = EventService(settings)
+    daemon.on_hello = service.publishers.changed
     try:
         if link is not None:
             link.start(service.deliver_remote, settings.backbone_timeout)

@@ -7,8 +7,9 @@ input, asks the :class:`~eventservice.matching.SubscriptionIndex` and the
 ``TypeError``/``ValueError`` in the caller and changes nothing, all or nothing for a list.
 
 Beyond Pyro 3's methods: work-queue groups and content filters on subscriptions,
-request/reply, presence events on the reserved subjects ``es.presence.*``, and (in the
-dispatcher) liveness checks of idle subscribers.
+request/reply, presence events on the reserved subjects ``es.presence.*`` (subscribers by
+their URI and the name their client gave, publishers that asked to be announced: see
+:mod:`eventservice.presence`), and (in the dispatcher) liveness checks of idle subscribers.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .delivery import Dispatcher, Item, Queued
 from .filters import compile_filter
 from .matching import SubscriptionIndex
 from .patterns import Pattern, compile_pattern
+from .presence import Publishers, caller_name
 from .replies import Responders
 from .routing import PLAIN, Options, Router
 
@@ -72,6 +74,7 @@ class EventService:
         self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id,
                                      on_closed=self._mailbox_closed)
         self.responders = Responders(self.settings, self.dispatcher.where, self.dispatcher.post)
+        self.publishers = Publishers(self._presence_event)  # its changed() is the daemon's on_hello
         self.router = Router(self.dispatcher.is_live)
         self._changes = threading.Lock()  # serialises subscription changes
         self._counter_lock = threading.Lock()
@@ -250,11 +253,13 @@ class EventService:
         with self._changes:
             if not self._holds(key):
                 return
+            before, name = self._subscriptions_of(key), self.dispatcher.name_of(key)
             self.index.remove(key, names)
             self.presence.remove(key, names)
             announcement = self._after_change(key, had=True)
-        if announcement is not None:
-            self._announce(announcement, key)
+        if announcement is not None:  # "left" repeats what it held
+            self._announce(announcement, key, subscriptions=before if announcement == SUBSCRIBER_LEFT else None,
+                           name=name)
 
     def _change(self, key: str, subscriber: Proxy, change: Callable[[], Any]) -> None:
         announcement = None
@@ -263,7 +268,7 @@ class EventService:
                 had = self._holds(key)
                 if not self.dispatcher.has(key) and len(self.dispatcher) >= self.settings.max_subscribers:
                     raise ValueError(f"too many subscribers (limit {self.settings.max_subscribers})")
-                self.dispatcher.ensure(key, subscriber)
+                self.dispatcher.ensure(key, subscriber, caller_name())
                 try:
                     self._within_limit(key, change)
                 finally:
@@ -305,7 +310,7 @@ class EventService:
 
     def _subscriber_gone(self, key: str, reason: str) -> None:
         with self._changes:
-            subscriptions = self._subscriptions_of(key)
+            subscriptions, name = self._subscriptions_of(key), self.dispatcher.name_of(key)
             had = self.index.remove_subscriber(key) | self.presence.remove_subscriber(key)
             self.dispatcher.discard(key)
             self.responders.forget(key)
@@ -315,19 +320,26 @@ class EventService:
             with self._counter_lock:
                 self.removed += 1
             log.warning("removed subscriber %s: %s", key, reason)
-            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions)
+            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions, name=name)
 
     # -- presence ----------------------------------------------------------------------------
     def _announce(self, subject: str, key: Optional[str] = None, reason: Optional[str] = None,
-                  subscriptions: Optional[Dict[str, List[str]]] = None) -> None:
-        """Publish a presence event (to presence subscribers only, never forwarded)."""
-        message: Dict[str, Any] = {"service": self.instance_id}
+                  subscriptions: Optional[Dict[str, List[str]]] = None, name: Optional[str] = None) -> None:
+        """Publish a presence event about the service, or the subscriber ``key`` (its name and
+        subscriptions: now, or as given)."""
+        message: Dict[str, Any] = {}
         if key is not None:
             message["subscriber"] = key
+            message["name"] = name or self.dispatcher.name_of(key)
             message.update(subscriptions if subscriptions is not None else self._subscriptions_of(key))
         if reason is not None:
             message["reason"] = reason
-        self._hand_off([(subject, message, time.time())], self.presence)
+        self._presence_event(subject, message)
+
+    def _presence_event(self, subject: str, fields: Dict[str, Any]) -> None:
+        """Publish a presence event with ``fields`` and the service's id (to presence
+        subscribers only, never forwarded)."""
+        self._hand_off([(subject, {"service": self.instance_id, **fields}, time.time())], self.presence)
 
     def _subscriptions_of(self, key: str) -> Dict[str, List[str]]:
         subjects, patterns = self.index.subscriptions_of(key)

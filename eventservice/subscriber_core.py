@@ -27,7 +27,7 @@ from Pyro5.client import Proxy
 
 from . import typed, wire
 from .auth import Authority
-from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER, ident_from_env
+from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER, client_name, ident_from_env
 from .daemon import GuardedDaemon
 from .errors import type_name
 from .event import Event
@@ -312,12 +312,13 @@ class SubscriberCore:
     ``on_reconnect(uri)`` (alternating, starting with ``on_disconnect``; what they raise is
     logged)."""
 
-    def __init__(self, ident: Optional[str], esURI: Any, *, deliver: Deliver, answer: Answer,
-                 on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
+    def __init__(self, ident: Optional[str], esURI: Any, *, name: Optional[str] = None, deliver: Deliver,
+                 answer: Answer, on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
         self.ident = ident_from_env(ident)
+        self.name = client_name(name)
         self._on_disconnect = on_disconnect
         self._on_reconnect = on_reconnect
-        self._link = ServiceLink(self.ident, esURI, persistent=False)
+        self._link = ServiceLink(self.ident, esURI, persistent=False, hello={"name": self.name})
         self.daemon = CallbackDaemon(authority=Authority(self.ident))
         self._callback = Proxy(self.daemon.register(Receiver(deliver, answer)))  # it carries no secret
         self._callback._pyroHandshake = None
@@ -422,7 +423,7 @@ class SubscriberCore:
 
     # -- finding the service again ---------------------------------------------------------
     def _watch(self) -> None:
-        link = ServiceLink(self.ident, self._link.esURI, persistent=False)
+        link = ServiceLink(self.ident, self._link.esURI, persistent=False, hello=self._link.hello)
         while not self._closed.wait(DEFAULT_RECONNECT_CHECK):
             if not self._set:
                 continue
