@@ -19,10 +19,13 @@ from it again, so a frozen subscriber costs a publisher one wait.
 
 Failures: a subscriber that cannot be reached (refused, reset, closed, unknown object,
 handshake refused) is reported to ``on_gone`` and its queue discarded (counted as
-dropped). A call that times out (a frozen subscriber) drops that batch and counts it; the
-subscriber keeps its queue and subscriptions, but before its next call it is sent a
-heartbeat and removed if it does not answer that either (when heartbeats are on). An
-exception raised by the subscriber's own ``event()`` counts as delivered and is logged.
+dropped). One whose connection closes between calls (its process ended, even by a kill) is
+found out at once (:mod:`eventservice.hangups`): the service connects to a new subscriber
+before its first event, and watches that connection while the subscriber is idle. A call
+that times out (a frozen subscriber) drops that batch and counts it; the subscriber keeps
+its queue and subscriptions, but before its next call it is sent a heartbeat and removed
+if it does not answer that either (when heartbeats are on). An exception raised by the
+subscriber's own ``event()`` counts as delivered and is logged.
 
 Serializers: a subscriber is called back in the serializer its callback proxy names
 (eventservice's ``Subscriber`` names msgpack and takes packed batches); one that named none
@@ -45,6 +48,7 @@ from Pyro5.client import Proxy
 from . import auth, wire
 from .config import FALLBACK_SERIALIZER, FAST_SERIALIZER, Settings
 from .event import Event
+from .hangups import CLOSED, QUIET, Hangups, peer_state
 from .lanes import QUICK_CALLS_TO_RETURN, Lanes
 
 Item = wire.Item  # an event inside the service: (subject, msg, time), built once per event
@@ -58,6 +62,8 @@ BATCH_METHOD = "deliverEvents"  # exposed by eventservice.Subscriber: takes [(su
 PACKED_METHOD = "deliverPacked"  # the same list packed by eventservice.wire
 HEARTBEAT_METHOD = "heartbeat"  # exposed by eventservice.Subscriber: takes the service's instance id
 INITIAL_BATCH = 16  # events in the first call to a subscriber, at most
+FIRST_CONTACT_TIMEOUT = 0.2  # seconds a new subscriber may take to accept the service's connection
+HUNG_UP = "disconnected: it closed its connection to es (or its process ended)"
 FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
 SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
 PACKED_BYTES = 4 * 1024 * 1024  # a packed batch larger than this is split (if it has more than one event)
@@ -94,6 +100,7 @@ class Mailbox:
         self.last_contact = time.monotonic()  # of the last call it answered
         self.suspect = False  # its last call timed out: not live until it answers again
         self.ping_due = False  # a heartbeat is to be sent
+        self.watched = False  # its idle connection is watched for the subscriber closing it
         self.posted = 0
         self.delivered = 0
         self.dropped = 0
@@ -129,6 +136,7 @@ class Dispatcher:
         self.dropped = 0
         self._stopping = threading.Event()
         self.lanes = Lanes(self._serve, settings.delivery_threads, settings.slow_threads)
+        self.hangups = Hangups(self._hung_up)
         if settings.heartbeat > 0:
             threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
@@ -138,7 +146,9 @@ class Dispatcher:
         with self._lock:
             mailbox = self._mailboxes.get(key)
             if mailbox is None:
-                self._mailboxes[key] = Mailbox(key, proxy, self.settings, name)
+                mailbox = self._mailboxes[key] = Mailbox(key, proxy, self.settings, name)
+                with mailbox.lock:
+                    self._schedule(mailbox)  # its first contact: then its connection is watched
             else:
                 with mailbox.lock:
                     mailbox.retiring = False
@@ -248,6 +258,7 @@ class Dispatcher:
         """Put ``mailbox`` (lock held, not empty) in its lane's line, unless it is there."""
         if not mailbox.scheduled:
             mailbox.scheduled = True
+            self._unwatch(mailbox)
             self.lanes.schedule(mailbox)
 
     def _wait_for_room(self, mailbox: Mailbox) -> bool:
@@ -283,6 +294,8 @@ class Dispatcher:
             mailbox.ping_due = False
         if ping and not mailbox.closed:
             self._heartbeat(mailbox)
+        elif not batch and mailbox.mode is None and not mailbox.closed:
+            self._first_contact(mailbox)
         if batch and mailbox.closed:  # removed meanwhile (by that heartbeat, say): these are lost
             self._count(0, len(batch))
         elif batch:
@@ -308,6 +321,8 @@ class Dispatcher:
             mailbox.scheduled = False
             retired = mailbox.retiring
             closed = mailbox.closed
+            if not (retired or closed):
+                self._watch(mailbox)
         if retired:
             self._discard_retired(mailbox)
         elif closed:
@@ -361,6 +376,45 @@ class Dispatcher:
         except (errors.PyroError, OSError) as exc:
             self._gone(mailbox, f"unreachable: {exc}")
 
+    def _first_contact(self, mailbox: Mailbox) -> None:
+        """Connect to a new subscriber before its first event, so that its connection is
+        watched; one that does not accept it quickly is left for its first event."""
+        try:
+            self._proxy(mailbox, timeout=FIRST_CONTACT_TIMEOUT)
+        except (errors.PyroError, OSError) as exc:
+            log.debug("no first contact with subscriber %s: %s", mailbox.key, exc)
+            self._release(mailbox)
+
+    # -- idle connections --------------------------------------------------------------------
+    def _watch(self, mailbox: Mailbox) -> None:
+        """Watch the connection of ``mailbox`` (lock held, idle) for the subscriber closing it."""
+        connection = mailbox.proxy._pyroConnection if mailbox.proxy is not None else None
+        if connection is not None:
+            mailbox.watched = True
+            self.hangups.watch(mailbox, connection.sock)
+
+    def _unwatch(self, mailbox: Mailbox) -> None:
+        if mailbox.watched:
+            mailbox.watched = False
+            self.hangups.unwatch(mailbox)
+
+    def _hung_up(self, mailbox: Mailbox) -> None:
+        """The idle connection of ``mailbox`` became readable (see :mod:`eventservice.hangups`)."""
+        with mailbox.lock:
+            if not mailbox.watched or mailbox.scheduled or mailbox.closed or mailbox.proxy is None:
+                return  # in use or gone meanwhile
+            mailbox.watched = False
+            connection = mailbox.proxy._pyroConnection
+            state = peer_state(connection.sock) if connection is not None else CLOSED
+            if state == QUIET:
+                self._watch(mailbox)
+                return
+        if state == CLOSED:
+            self._gone(mailbox, HUNG_UP)
+        else:
+            log.info("subscriber %s sent what nobody asked for: connecting anew", mailbox.key)
+            self._release(mailbox)
+
     def _watch_liveness(self) -> None:
         interval = self.settings.heartbeat
         while not self._stopping.wait(interval / 2):
@@ -374,6 +428,7 @@ class Dispatcher:
                     if mailbox.scheduled or mailbox.closed:
                         continue
                     mailbox.ping_due = mailbox.scheduled = True
+                    self._unwatch(mailbox)
                     mailbox.last_contact = now  # one heartbeat per interval
                 self.lanes.schedule(mailbox)
 
@@ -395,6 +450,7 @@ class Dispatcher:
         return proxy
 
     def _release(self, mailbox: Mailbox) -> None:
+        self._unwatch(mailbox)
         proxy, mailbox.proxy = mailbox.proxy, None
         if proxy is not None:
             try:
@@ -478,6 +534,7 @@ class Dispatcher:
     def close(self, timeout: float = 2.0) -> None:
         """Stop the senders (queued events are not delivered)."""
         self._stopping.set()
+        self.hangups.close()
         self.lanes.close(timeout)
 
 

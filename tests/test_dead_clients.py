@@ -1,0 +1,70 @@
+"""Dead clients are noticed at once, against a real ``es`` and subscriber processes: a killed
+subscriber is announced ``removed`` within 1 s (heartbeat 10 s), also one that never got an
+event; a frozen one keeps its subscriptions until the heartbeat finds it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, List
+
+from conftest import wait_for
+from eventservice import Event, Publisher, Subscriber
+
+
+class Watcher(Subscriber):
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed: List[Any] = []
+
+    def event(self, event: Event) -> None:
+        self.removed.append((time.monotonic(), event.msg))
+
+    def names(self) -> List[str]:
+        return [msg["name"] for _, msg in self.removed]
+
+
+def start_member(cluster, name: str, subject: str) -> Any:
+    proc = cluster.python("seed_client.py", "subscriber", name, subject, name=name)
+    proc.wait_line("^ready$")
+    return proc
+
+
+def test_a_killed_subscriber_is_removed_within_a_second(cluster):
+    cluster.start_ns()
+    es = cluster.es("--heartbeat", "10")
+    with Watcher() as watcher, Publisher() as pub:
+        watcher.start()
+        watcher.subscribe("es.presence.subscriber.removed")
+        served = start_member(cluster, "served", "news")
+        idle = start_member(cluster, "idle", "weather")  # never gets an event before it dies
+        pub.publish("news", "hello")
+        served.wait_line("^got hello$")
+        for proc in (served, idle):
+            killed = time.monotonic()
+            proc.signal(signal.SIGKILL)
+            wait_for(lambda: proc.name in watcher.names(), 1.0, f"{proc.name} removed")
+            when, msg = watcher.removed[-1]
+            assert when - killed < 1.0 and msg["reason"].startswith("disconnected"), msg
+        assert [msg["subjects"] for _, msg in watcher.removed] == [["news"], ["weather"]]
+        assert es.proxy().stats()["subscribers"] == 1  # the watcher
+
+
+def test_a_frozen_subscriber_is_found_by_the_heartbeat_not_before(cluster):
+    cluster.start_ns()
+    cluster.es("--heartbeat", "2")
+    with Watcher() as watcher, Publisher() as pub:
+        watcher.start()
+        watcher.subscribe("es.presence.subscriber.removed")
+        frozen = start_member(cluster, "frozen", "news")
+        pub.publish("news", "hello")
+        frozen.wait_line("^got hello$")
+        frozen.signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            wait_for(lambda: watcher.names() == ["frozen"], 15, "the heartbeat to remove it")
+            took = watcher.removed[0][0] - stopped
+            assert took > 1.5, f"a frozen subscriber's connection stays open: removed after {took:.1f}s"
+            assert "heartbeat" in watcher.removed[0][1]["reason"]
+        finally:
+            frozen.signal(signal.SIGKILL)
