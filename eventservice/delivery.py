@@ -18,8 +18,9 @@ stayed full that long, further events for it are dropped at once until a sender 
 from it again, so a frozen subscriber costs a publisher one wait.
 
 Failures: a subscriber that cannot be reached (refused, reset, closed, unknown object,
-handshake refused) is reported to ``on_gone`` and its queue discarded (counted as
-dropped). One whose connection closes between calls (its process ended, even by a kill) is
+handshake refused) is reported to ``on_gone`` and its queue discarded: the events it got as
+a work-queue group's member go to another live member of the group (``reroute``), the
+others are counted as dropped. One whose connection closes between calls (its process ended, even by a kill) is
 found out at once (:mod:`eventservice.hangups`): the service connects to a new subscriber
 before its first event, and watches that connection while the subscriber is idle. A call
 that times out (a frozen subscriber) drops that batch and counts it; the subscriber keeps
@@ -52,9 +53,11 @@ from .hangups import CLOSED, QUIET, Hangups, peer_state
 from .lanes import QUICK_CALLS_TO_RETURN, Lanes
 
 Item = wire.Item  # an event inside the service: (subject, msg, time), built once per event
-# an event in a subscriber's queue: the event and, when several subscribers take it, its bytes
-# packed once (wire.pack_event), shared by all their queues
-Queued = Tuple[str, Any, float, Optional[bytes]]
+# an event in a subscriber's queue: the event; when several subscribers take it, its bytes
+# packed once (wire.pack_event), shared by all their queues; the work-queue group it was given
+# to this subscriber for, if any
+Queued = Tuple[str, Any, float, Optional[bytes], Optional[str]]
+Reroute = Callable[[List[Queued]], int]  # gives group events to other members; returns how many found one
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +128,11 @@ class Dispatcher:
     for every subscriber found dead (or slow, with ``slow_policy="remove"``)."""
 
     def __init__(self, settings: Settings, on_gone: Callable[[str, str], None], instance_id: str = "",
-                 on_closed: Optional[Callable[[str], None]] = None) -> None:
+                 on_closed: Optional[Callable[[str], None]] = None, reroute: Optional[Reroute] = None) -> None:
         self.settings = settings
         self.on_gone = on_gone
         self.on_closed = on_closed  # told the key of every mailbox that goes (retired or discarded)
+        self.reroute = reroute  # group events whose member is gone go to another member
         self.instance_id = instance_id
         self._mailboxes: Dict[Hashable, Mailbox] = {}
         self._lock = threading.Lock()
@@ -199,22 +203,34 @@ class Dispatcher:
         if self.on_closed is not None:
             self.on_closed(key)  # type: ignore[arg-type]
 
-    def discard(self, key: Hashable) -> None:
-        """Close the mailbox of ``key``; what it still held counts as dropped."""
+    def discard(self, key: Hashable) -> List[Queued]:
+        """Close the mailbox of ``key``; returns what it still held, for :meth:`settle`."""
         with self._lock:
             mailbox = self._mailboxes.pop(key, None)
-        if mailbox is not None:
-            with mailbox.lock:
-                mailbox.closed = True
-                lost = len(mailbox.events)
-                mailbox.events.clear()
-                mailbox.dropped += lost
-                mailbox.not_full.notify_all()
-                busy = mailbox.scheduled
-            self._count(0, lost)
-            if not busy:
-                self._release(mailbox)
-            self._closed(key)
+        if mailbox is None:
+            return []
+        with mailbox.lock:
+            mailbox.closed = True
+            lost = list(mailbox.events)
+            mailbox.events.clear()
+            mailbox.not_full.notify_all()
+            busy = mailbox.scheduled
+        if not busy:
+            self._release(mailbox)
+        self._closed(key)
+        return lost
+
+    def settle(self, items: List[Queued]) -> None:
+        """Events a gone subscriber held: group events go to another live member of their
+        group; the others, and those whose group has no member left, count as dropped."""
+        self._count(0, self._rehome(items))
+
+    def _rehome(self, items: List[Queued]) -> int:
+        """Give the group events among ``items`` to other members; returns how many of
+        ``items`` are lost (not counted)."""
+        orphans = [item for item in items if item[4] is not None]
+        moved = self.reroute(orphans) if orphans and self.reroute is not None else 0
+        return len(items) - moved
 
     def __len__(self) -> int:
         return len(self._mailboxes)
@@ -297,7 +313,7 @@ class Dispatcher:
         elif not batch and mailbox.mode is None and not mailbox.closed:
             self._first_contact(mailbox)
         if batch and mailbox.closed:  # removed meanwhile (by that heartbeat, say): these are lost
-            self._count(0, len(batch))
+            self._count(0, self._rehome(batch))
         elif batch:
             started = time.monotonic()
             delivered, dropped = self._send(mailbox, batch)
@@ -349,7 +365,7 @@ class Dispatcher:
             return 0, len(batch)
         except (errors.CommunicationError, errors.DaemonError, errors.SecurityError, OSError) as exc:
             self._gone(mailbox, f"unreachable: {exc}")
-            return 0, len(batch)
+            return 0, self._rehome(batch)
         except Exception as exc:
             if not hasattr(exc, "_pyroTraceback"):
                 raise
@@ -510,8 +526,8 @@ class Dispatcher:
     def _event_args(mailbox: Mailbox, pending: List[Queued]) -> List[Any]:
         """The arguments of a plain subscriber's ``event()`` calls."""
         if mailbox.mode == MODE_DICT:
-            return [wire.event_dict(subject, msg, when) for subject, msg, when, _ in pending]
-        return [Event(subject, msg, when) for subject, msg, when, _ in pending]
+            return [wire.event_dict(*item[:3]) for item in pending]
+        return [Event(*item[:3]) for item in pending]
 
     def _count(self, delivered: int, dropped: int) -> None:
         with self._lock:

@@ -148,7 +148,7 @@ class Responders:
                 return None
             self._give_back(key, proxy)
             if reply[0] == wire.PASSED:
-                self.post(key, [(*request, None)])
+                self.post(key, [(*request, None, None)])
             return reply
         finally:
             self._unreserve(key)

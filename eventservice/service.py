@@ -72,7 +72,7 @@ class EventService:
         self.index = SubscriptionIndex(*budgets)
         self.presence = SubscriptionIndex(*budgets)  # es.presence.* only
         self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id,
-                                     on_closed=self._mailbox_closed)
+                                     on_closed=self._mailbox_closed, reroute=self._reroute)
         self.responders = Responders(self.settings, self.dispatcher.where, self.dispatcher.post)
         self.publishers = Publishers(self._presence_event)  # its changed() is the daemon's on_hello
         self.router = Router(self.dispatcher.is_live)
@@ -153,20 +153,35 @@ class EventService:
         per_subscriber: Dict[Hashable, List[Queued]] = {}
         for subject, msg, when in events:
             route = route_of(subject)
-            keys = route.plain if route.simple else targets(route, msg)
+            picks: Optional[Dict[Hashable, str]] = {} if route.groups else None  # group members chosen
+            keys = route.plain if route.simple else targets(route, msg, picks)
             if not keys:
                 continue
             # packed once here when several subscribers take it, not once per subscriber later
-            item = (subject, msg, when, pack_event(subject, msg, when) if len(keys) > 1 else None)
+            item: Queued = (subject, msg, when, pack_event(subject, msg, when) if len(keys) > 1 else None, None)
             for key in keys:
+                mine = item if not picks or key not in picks else (*item[:4], picks[key])
                 queued = per_subscriber.get(key)
                 if queued is None:
-                    per_subscriber[key] = [item]
+                    per_subscriber[key] = [mine]
                 else:
-                    queued.append(item)
+                    queued.append(mine)
         post = self.dispatcher.post
         for key, queued in per_subscriber.items():
             post(key, queued)
+
+    def _reroute(self, items: List[Queued]) -> int:
+        """Group events whose member went: each to another live member of its group (the
+        gone one is out of the index by now); returns how many found one."""
+        moved = 0
+        for item in items:
+            subject, msg, group = item[0], item[1], item[4]
+            index = self.presence if subject.casefold().startswith(PRESENCE_PREFIX) else self.index
+            key = self.router.pick(index.route(subject), group, msg) if group is not None else None
+            if key is not None and self.dispatcher.has(key):
+                self.dispatcher.post(key, [item])
+                moved += 1
+        return moved
 
     def deliver_remote(self, events: Sequence[Item]) -> None:
         """Hand events that entered from elsewhere (another host) to local subscribers.
@@ -211,7 +226,7 @@ class EventService:
         responders, others = self.responders.split(targets)
         post = self.dispatcher.post
         for key in others:
-            post(key, [(subject, message, now, None)])
+            post(key, [(subject, message, now, None, None)])
         return self.responders.ask(responders, (subject, message, now), timeout)
 
     # -- subscribing -------------------------------------------------------------------------
@@ -312,10 +327,11 @@ class EventService:
         with self._changes:
             subscriptions, name = self._subscriptions_of(key), self.dispatcher.name_of(key)
             had = self.index.remove_subscriber(key) | self.presence.remove_subscriber(key)
-            self.dispatcher.discard(key)
+            held = self.dispatcher.discard(key)
             self.responders.forget(key)
             if self.on_interest is not None:
                 self.on_interest(*self.index.interest())
+        self.dispatcher.settle(held)  # its group events to other members, without the lock
         if had:
             with self._counter_lock:
                 self.removed += 1

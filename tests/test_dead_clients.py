@@ -1,6 +1,7 @@
 """Dead clients are noticed at once, against a real ``es`` and subscriber processes: a killed
 subscriber is announced ``removed`` within 1 s (heartbeat 10 s), also one that never got an
-event; a frozen one keeps its subscriptions until the heartbeat finds it."""
+event; a frozen one keeps its subscriptions until the heartbeat finds it; the group events a
+dead member held go to a live member of the group."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ class Watcher(Subscriber):
         return [msg["name"] for _, msg in self.removed]
 
 
-def start_member(cluster, name: str, subject: str) -> Any:
-    proc = cluster.python("seed_client.py", "subscriber", name, subject, name=name)
+def start_member(cluster, name: str, subject: str, *group: str) -> Any:
+    proc = cluster.python("seed_client.py", "subscriber", name, subject, *group, name=name)
     proc.wait_line("^ready$")
     return proc
 
@@ -68,3 +69,27 @@ def test_a_frozen_subscriber_is_found_by_the_heartbeat_not_before(cluster):
             assert "heartbeat" in watcher.removed[0][1]["reason"]
         finally:
             frozen.signal(signal.SIGKILL)
+
+
+def test_group_events_of_a_dead_member_go_to_a_live_one(cluster):
+    cluster.start_ns()
+    es = cluster.es("--heartbeat", "10")
+    service = es.proxy()
+    live, frozen = (start_member(cluster, name, "jobs", "crew") for name in ("live", "frozen"))
+    frozen.signal(signal.SIGSTOP)
+    with Publisher() as pub:
+        for n in range(40):
+            pub.publish("jobs", n)
+
+    def posted_to(name: str) -> int:
+        stats = service.stats(True)["per_subscriber"].values()
+        return sum(s["posted"] for s in stats if s["name"] == name)
+    wait_for(lambda: posted_to("live") + posted_to("frozen") == 40, 10, "all jobs handed out")
+    assert posted_to("frozen") > 0, "the test needs jobs stuck at the frozen member"
+    frozen.signal(signal.SIGKILL)
+
+    def done() -> List[int]:
+        return sorted(int(line.split()[1]) for line in live.stdout if line.startswith("got "))
+    wait_for(lambda: len(done()) >= 40, 10, "every job at the live member")
+    assert done() == list(range(40))
+    assert service.stats()["dropped"] == 0
