@@ -21,6 +21,7 @@ import logging
 import threading
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
+from . import typed
 from .event import Event
 from .filters import compile_filter
 from .matching import SubscriptionIndex
@@ -173,7 +174,8 @@ class HandlerTable:
 
     def targets(self, subject: str, msg: Any) -> Tuple[Any, ...]:
         """The handlers that get an event with ``msg`` on ``subject``: each once, in
-        attachment order, those with filters only when one of theirs passes."""
+        attachment order, those with filters only when one of theirs passes (on the message
+        as it travelled: a typed one as its dict, as the service saw it)."""
         found = self._cache.get(subject)
         if found is None:
             with self._lock:
@@ -187,5 +189,13 @@ class HandlerTable:
         handlers, keyed, filtered = found
         if filtered is None:
             return handlers
-        keys = self._router.targets(filtered, msg)
+        keys = self._router.targets(filtered, _as_sent(msg))
         return tuple(handler for key, handler in keyed if key in keys)
+
+
+def _as_sent(msg: Any) -> Any:
+    """``msg`` as it travelled (typed instances as their dicts), for filters."""
+    try:
+        return typed.encode(msg)
+    except (TypeError, ValueError):
+        return msg
