@@ -172,16 +172,14 @@ class GuardMixin(ConnectionHook):
         if getattr(conn, "es_joined", False):
             self._tell_hello("left", conn)
 
-    def _joined(self, conn: Any) -> None:
-        """``conn`` is authenticated: tell ``on_hello`` if its handshake asked to be announced."""
-        if self.on_hello is not None and conn.es_hello.get("announce"):
-            conn.es_joined = True
-            self._tell_hello("joined", conn)
-
     def _tell_hello(self, kind: str, conn: Any) -> None:
+        """Tell ``on_hello`` that ``conn`` "joined" (is authenticated; only when its handshake
+        asked to be announced) or "left"."""
+        if self.on_hello is None or not conn.es_hello.get("announce"):
+            return
+        conn.es_joined = True
         try:
-            if self.on_hello is not None:
-                self.on_hello(kind, conn)
+            self.on_hello(kind, conn)
         except Exception:
             log.exception("telling that a client %s failed", kind)
 
@@ -221,7 +219,7 @@ class GuardMixin(ConnectionHook):
             if not ok:
                 self._forget(conn)
             elif conn.es_pending is None:
-                self._joined(conn)
+                self._tell_hello("joined", conn)
 
     def _greet(self, conn: Any) -> bool:
         header = conn.recv(HEADER_SIZE)
@@ -335,7 +333,7 @@ class GuardMixin(ConnectionHook):
         conn.es_pending = None
         REAPER.cancel(conn.es_deadline)
         self._send_reply(conn, protocol.MSG_RESULT, seq, serializer_id, True)
-        self._joined(conn)
+        self._tell_hello("joined", conn)
 
     def _refuse(self, conn: Any, seq: int, error: Exception, serializer_id: int = REPLY_SERIALIZER) -> None:
         """Answer ``error`` and close the connection (raises ConnectionClosedError)."""

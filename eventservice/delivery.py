@@ -115,9 +115,10 @@ class Mailbox:
                     "name": self.name}
 
 
-# Dispatcher is longer than the ~250 lines a class gets here: posting, serving and calling
-# share the mailboxes' locks and states (scheduled, stalled, suspect, closed) in ways that are
-# easier to check in one place; the threads themselves are in lanes.py.
+# Dispatcher is longer than the ~250 lines a class gets here: posting, serving, calling and
+# watching idle connections share the mailboxes' locks and states (scheduled, stalled,
+# suspect, closed, watched) in ways that are easier to check in one place; the threads
+# themselves are in lanes.py and hangups.py.
 class Dispatcher:
     """Owns the mailboxes and the senders. ``post`` is called by publishing threads.
 
