@@ -21,8 +21,8 @@ Failures: a subscriber that cannot be reached (refused, reset, closed, unknown o
 handshake refused) is reported to ``on_gone`` and its queue discarded: the events it got as
 a work-queue group's member go to another live member of the group (``reroute``), the
 others are counted as dropped. One whose connection closes between calls (its process ended, even by a kill) is
-found out at once (:mod:`eventservice.hangups`): the service connects to a new subscriber
-before its first event, and watches that connection while the subscriber is idle. A call
+found out within a second (:mod:`eventservice.hangups`): the service connects to a new
+subscriber before its first event, and watches that connection while it is idle. A call
 that times out (a frozen subscriber) drops that batch and counts it; the subscriber keeps
 its queue and subscriptions, but before its next call it is sent a heartbeat and removed
 if it does not answer that either (when heartbeats are on). An exception raised by the
@@ -141,7 +141,7 @@ class Dispatcher:
         self.dropped = 0
         self._stopping = threading.Event()
         self.lanes = Lanes(self._serve, settings.delivery_threads, settings.slow_threads)
-        self.hangups = Hangups(self._hung_up)
+        self.hangups = Hangups(self._hung_up, self._watch_idle)
         if settings.heartbeat > 0:
             threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
@@ -152,8 +152,9 @@ class Dispatcher:
             mailbox = self._mailboxes.get(key)
             if mailbox is None:
                 mailbox = self._mailboxes[key] = Mailbox(key, proxy, self.settings, name)
-                with mailbox.lock:
-                    self._schedule(mailbox)  # its first contact: then its connection is watched
+                with mailbox.lock:  # its first contact (then its connection is watched), by the slow
+                    mailbox.scheduled = True  # lane: many new subscribers at once do not grow the fast one
+                    self.lanes.schedule(mailbox, slow=True)
             else:
                 with mailbox.lock:
                     mailbox.retiring = False
@@ -338,8 +339,6 @@ class Dispatcher:
             mailbox.scheduled = False
             retired = mailbox.retiring
             closed = mailbox.closed
-            if not (retired or closed):
-                self._watch(mailbox)
         if retired:
             self._discard_retired(mailbox)
         elif closed:
@@ -403,6 +402,17 @@ class Dispatcher:
             self._release(mailbox)
 
     # -- idle connections --------------------------------------------------------------------
+    def _watch_idle(self) -> None:
+        """Watch the connections of the subscribers idle now (in the hangups thread)."""
+        with self._lock:
+            mailboxes = list(self._mailboxes.values())
+        for mailbox in mailboxes:
+            if mailbox.watched or mailbox.scheduled or mailbox.closed or mailbox.proxy is None:
+                continue  # a look without the lock: most are skipped here
+            with mailbox.lock:
+                if not (mailbox.watched or mailbox.scheduled or mailbox.closed):
+                    self._watch(mailbox)
+
     def _watch(self, mailbox: Mailbox) -> None:
         """Watch the connection of ``mailbox`` (lock held, idle) for the subscriber closing it."""
         connection = mailbox.proxy._pyroConnection if mailbox.proxy is not None else None

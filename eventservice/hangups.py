@@ -16,26 +16,30 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from typing import Any, Callable, Dict, Optional
 
 log = logging.getLogger(__name__)
 
-TICK = 1.0  # seconds the thread waits at most before it looks whether it is to end
+TICK = 0.5  # seconds between the owner's sweeps (it watches its idle connections then)
 CLOSED, OUT_OF_STEP, QUIET = "closed", "out of step", "quiet"  # what a readable idle connection holds
 
 
 class Hangups:
-    """Idle connections watched for their far end closing: ``on_hangup(owner)`` is told, in
-    the thread ``es-hangups`` (started at the first :meth:`watch`), when the connection of
-    ``owner`` becomes readable; it is then no longer watched. Thread-safe."""
+    """Idle connections watched for their far end closing, in one thread, ``es-hangups``:
+    every TICK seconds it calls ``sweep()`` (where the owner :meth:`watch` es the connections
+    idle by then: a connection busy with calls is not worth watching, a failing call tells
+    anyway), and it tells ``on_hangup(owner)`` at once when a watched connection becomes
+    readable; that one is then no longer watched. Thread-safe."""
 
-    def __init__(self, on_hangup: Callable[[Any], None]) -> None:
+    def __init__(self, on_hangup: Callable[[Any], None], sweep: Callable[[], None]) -> None:
         self.on_hangup = on_hangup
+        self.sweep = sweep
         self._selector = selectors.DefaultSelector()
         self._watched: Dict[Any, int] = {}  # owner -> file descriptor
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
         self._closed = False
+        threading.Thread(target=self._run, name="es-hangups", daemon=True).start()
 
     def watch(self, owner: Any, sock: Any) -> None:
         """Watch ``sock`` (idle now) for ``owner``, instead of what it watched before."""
@@ -46,9 +50,6 @@ class Hangups:
                 return
             self._selector.register(fd, selectors.EVENT_READ, owner)
             self._watched[owner] = fd
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="es-hangups", daemon=True)
-                self._thread.start()
 
     def unwatch(self, owner: Any) -> None:
         """Stop watching for ``owner`` (before its connection is used or closed)."""
@@ -72,7 +73,14 @@ class Hangups:
                 self._forget(owner)
 
     def _run(self) -> None:
+        swept = time.monotonic()
         while not self._closed:
+            if time.monotonic() - swept >= TICK:
+                swept = time.monotonic()
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("watching idle connections failed")
             for key, _ in self._selector.select(TICK):
                 owner = key.data
                 with self._lock:
