@@ -394,12 +394,15 @@ class Dispatcher:
 
     def _first_contact(self, mailbox: Mailbox) -> None:
         """Connect to a new subscriber before its first event, so that its connection is
-        watched; one that does not accept it quickly is left for its first event."""
+        watched; one that does not accept it quickly (not listening yet) is left for its
+        first event, one that cannot be reached is gone."""
         try:
             self._proxy(mailbox, timeout=FIRST_CONTACT_TIMEOUT)
-        except (errors.PyroError, OSError) as exc:
+        except errors.TimeoutError as exc:
             log.debug("no first contact with subscriber %s: %s", mailbox.key, exc)
             self._release(mailbox)
+        except (errors.PyroError, OSError) as exc:
+            self._gone(mailbox, f"unreachable: {exc}")
 
     # -- idle connections --------------------------------------------------------------------
     def _watch_idle(self) -> None:

@@ -9,6 +9,8 @@ import signal
 import time
 from typing import Any, List
 
+import Pyro5.api
+
 from conftest import wait_for
 from eventservice import Event, Publisher, Subscriber
 
@@ -93,3 +95,20 @@ def test_group_events_of_a_dead_member_go_to_a_live_one(cluster):
     wait_for(lambda: len(done()) >= 40, 10, "every job at the live member")
     assert done() == list(range(40))
     assert service.stats()["dropped"] == 0
+
+
+@Pyro5.api.expose
+class Nobody:
+    def event(self, event: Any) -> None:
+        pass
+
+
+def test_a_subscriber_gone_before_the_service_reached_it_is_removed_at_once(es):
+    daemon = Pyro5.api.Daemon(host="127.0.0.1")  # never serves: closed before anything reaches it
+    uri = daemon.register(Nobody())
+    daemon.close()
+    service = es.proxy()
+    started = time.monotonic()
+    service.subscribe("never", Pyro5.api.Proxy(uri))
+    wait_for(lambda: service.stats()["subscribers"] == 0, 1.0, "the unreachable subscriber removed")
+    assert time.monotonic() - started < 1.0
