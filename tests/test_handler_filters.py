@@ -12,16 +12,9 @@ import pytest
 
 from conftest import wait_for
 from eventservice import AsyncPublisher, AsyncSubscriber, Publisher, Subscriber
-from helpers.cl_support import shared_cluster
 
 USERS = [{"user": "bob", "role": "user"}, {"user": "susan", "role": "admin"}, {"user": "al", "role": "user"},
          {"user": "root", "role": "admin"}, {"user": "guest", "role": "visitor"}]
-
-
-@pytest.fixture(scope="module")
-def shared():
-    with shared_cluster() as (cluster, es):
-        yield cluster, es
 
 
 def unique(prefix: str = "f") -> str:
@@ -32,8 +25,7 @@ def delivered(es, uri: str) -> int:
     return es.proxy().stats(True)["per_subscriber"].get(uri, {}).get("delivered", 0)
 
 
-def test_one_subscriber_many_filtered_handlers(shared):
-    _, es = shared
+def test_one_subscriber_many_filtered_handlers(es):
     subject = unique("user.created.")
     got: List[Any] = []
     with Subscriber() as sub, Publisher() as pub:
@@ -55,7 +47,7 @@ def test_one_subscriber_many_filtered_handlers(shared):
                                   ("chosen", "bob"), ("chosen", "root"), ("users", "fence")])
 
 
-def test_a_handler_without_filter_next_to_filtered_ones_gets_everything(shared):
+def test_a_handler_without_filter_next_to_filtered_ones_gets_everything(es):
     subject = unique()
     every: List[Any] = []
     admins: List[Any] = []
@@ -71,7 +63,7 @@ def test_a_handler_without_filter_next_to_filtered_ones_gets_everything(shared):
             sub.on(subject, print, filter=["~", "role", "x"])  # a bad filter: refused before sending
 
 
-def test_handler_groups_share_the_events_between_subscribers(shared):
+def test_handler_groups_share_the_events_between_subscribers(es):
     subject = unique("jobs.")
     counts: List[List[int]] = [[], []]
     with Subscriber() as one, Subscriber() as two, Publisher() as pub:
@@ -86,8 +78,7 @@ def test_handler_groups_share_the_events_between_subscribers(shared):
     assert sorted(counts[0] + counts[1]) == list(range(20)) and counts[0] and counts[1]
 
 
-def test_async_handlers_and_subscriptions_take_filters(shared):
-    _, es = shared
+def test_async_handlers_and_subscriptions_take_filters(es):
     subject = unique()
 
     async def main() -> None:
