@@ -13,7 +13,8 @@ from .aio import AsyncPublisher, AsyncSubscriber, Subscription
 from .clients import Publisher, Subscriber
 from .config import EVENTSERVICE_NAME, VERSION as __version__, Settings
 from .event import Event
-from .errors import EventServiceError, NameTakenError, NoResponderError, PermissionDenied, ServiceNotFoundError
+from .errors import (EventServiceError, NameTakenError, NoResponderError, PermissionDenied, RemoteError,
+                     ServiceNotFoundError)
 from .server import EventServiceServer, start_es, start_es_loop
 from .service import EventService
 from .shortcuts import emit, register, unregister
@@ -23,5 +24,5 @@ __all__ = [
     "EVENTSERVICE_NAME", "Event", "EventService", "EventServiceServer", "NameTakenError",
     "Publisher", "Settings", "Subscriber", "start_es", "start_es_loop", "__version__",
     "AsyncPublisher", "AsyncSubscriber", "Subscription", "emit", "register", "register_type", "unregister",
-    "EventServiceError", "NoResponderError", "PermissionDenied", "ServiceNotFoundError",
+    "EventServiceError", "NoResponderError", "PermissionDenied", "RemoteError", "ServiceNotFoundError",
 ]

@@ -21,13 +21,15 @@ from typing import Any, Awaitable, Callable, Generator, List, Optional, Set, Tup
 from .aio_support import (AsyncHandler, Callback, ChangeQueue, EventBuffer, HandlerRunner, HandlerRunners,
                           LoopCallbacks, Worker)
 from .auth import client_credentials
-from .config import DEFAULT_REQUEST_TIMEOUT
+from .config import DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, client_name
 from .event import Event
-from .handlers import ErrorCallback, HandlerTable, first_answer, handler_key, is_coroutine_function, log_handler_error
+from .filters import compile_filter
+from .handlers import (NO_ANSWER, ErrorCallback, HandlerTable, handler_key, holder_key, is_coroutine_function,
+                       log_handler_error)
 from .link import Subjects, check_subjects
-from .patterns import compile_pattern
+from .patterns import compile_pattern, glob_pattern
 from .publisher_core import PublisherCore
-from .subscriber_core import PATTERN, SUBJECT, SubscriberCore
+from .subscriber_core import PATTERN, SUBJECT, SubscriberCore, Wanted
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +53,22 @@ class AsyncPublisher:
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` (plain or coroutine functions) are told
     on the loop when a call finds the service gone and when a later call reached it again.
-    ``user`` and ``password``: as for :class:`~eventservice.Publisher`.
+    ``user``, ``password``, ``name`` and ``announce`` as for :class:`~eventservice.Publisher`
+    (announced from ``async with``, or the first call).
     """
 
     def __init__(self, ident: Optional[str] = None, esURI: Any = None, batch: bool = False, *,
                  user: Optional[str] = None, password: Optional[str] = None,
+                 name: Optional[str] = None, announce: bool = False,
                  on_disconnect: Optional[Callback] = None, on_reconnect: Optional[Callback] = None) -> None:
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._callbacks = LoopCallbacks()
-        self._core = PublisherCore(client_credentials(ident, user, password), esURI, batch,
+        self._core = PublisherCore(client_credentials(ident, user, password), esURI, batch, name=name,
+                                   announce=announce,
                                    on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
                                    on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
+        self.name = self._core.name
         self._worker = Worker("es-async-publisher")
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
@@ -112,6 +118,8 @@ class AsyncPublisher:
 
     async def __aenter__(self) -> "AsyncPublisher":
         self._callbacks.bind()
+        if self._core.announce:
+            await self._worker.submit(self._core.connect)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -214,8 +222,9 @@ class _Delivery:
     called (what they raise goes to ``failed``) and coroutine handlers' runners and
     subscriptions are given the event. Nothing is handed on once ``closed``."""
 
-    def __init__(self, table: HandlerTable, failed: ErrorCallback) -> None:
+    def __init__(self, table: HandlerTable, responders: HandlerTable, failed: ErrorCallback) -> None:
         self.table = table
+        self.responders = responders
         self.failed = failed
         self.loop: Optional[asyncio.AbstractEventLoop] = None  # set when the subscriber starts
         self.closed = False
@@ -225,7 +234,7 @@ class _Delivery:
         targets = self.table.targets
         batch = []
         for event in events:
-            found = targets(event.subject)
+            found = targets(event.subject, event.msg)
             if found:
                 batch.append((event, found))
         if batch and self.loop is not None:
@@ -235,10 +244,13 @@ class _Delivery:
                 pass  # the loop is closed
 
     def answer(self, event: Event) -> Any:
-        """From a daemon thread: a request, answered by the first plain handler that returns
-        something (coroutine handlers and subscriptions get no requests)."""
-        plain = [t for t in self.table.targets(event.subject) if not isinstance(t, (Subscription, HandlerRunner))]
-        return first_answer(plain, event, log_handler_error)
+        """From a daemon thread: a request, answered on the loop by the first responder
+        handler that wants it (NO_ANSWER without one)."""
+        loop = self.loop
+        found = self.responders.targets(event.subject, event.msg)
+        if not found or loop is None or self.closed:
+            return NO_ANSWER
+        return asyncio.run_coroutine_threadsafe(_answer(found[0], event), loop).result(MAX_REQUEST_TIMEOUT)
 
     def _on_batch(self, batch: List[Tuple[Event, Tuple[Any, ...]]]) -> None:
         if self.closed:
@@ -254,6 +266,11 @@ class _Delivery:
                         target(event)
                     except Exception as exc:
                         self.failed(exc, event, target)
+
+
+async def _answer(responder: AsyncHandler, event: Event) -> Any:
+    answer = responder(event)
+    return await answer if inspect.isawaitable(answer) else answer
 
 
 class AsyncSubscriber:
@@ -280,11 +297,11 @@ class AsyncSubscriber:
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` (plain or coroutine functions) are told
     on the loop when the service went away and when it is back and subscribed again (the
-    re-subscription itself is automatic, within 10 s of the service being back). ``user`` and
-    ``password``: as for :class:`~eventservice.Subscriber`.
+    re-subscription itself is automatic, within 10 s of the service being back). ``user``,
+    ``password`` and ``name`` as for :class:`~eventservice.Subscriber`.
     """
 
-    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *,
+    def __init__(self, ident: Optional[str] = None, esURI: Any = None, *, name: Optional[str] = None,
                  user: Optional[str] = None, password: Optional[str] = None,
                  maxsize: int = DEFAULT_BUFFER_SIZE,
                  on_error: Optional[Callable[[BaseException, Event, Any], Any]] = None,
@@ -293,16 +310,18 @@ class AsyncSubscriber:
         self.credentials = client_credentials(ident, user, password)
         self.user = self.credentials.user
         self.ident = None if self.user else self.credentials.secret
+        self.name = client_name(name)
         self.esURI = esURI
         self.maxsize = maxsize
         self.on_error = on_error or log_handler_error
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self._table = HandlerTable()  # handlers and subscriptions, for dispatch: the service holds the core's set
+        self._responders = HandlerTable()  # responder handlers (on(..., respond=True)), for requests
         self._callbacks = LoopCallbacks()
         self._worker = Worker("es-async-subscriber")
         self._core: Optional[SubscriberCore] = None
-        self._delivery = _Delivery(self._table, self._handler_failed)
+        self._delivery = _Delivery(self._table, self._responders, self._handler_failed)
         self._started = False
         self._closed = False
         self._closing: Optional["asyncio.Future[Any]"] = None
@@ -326,7 +345,7 @@ class AsyncSubscriber:
         self._changes.start(self._core)
 
     def _make_core(self) -> SubscriberCore:
-        core = SubscriberCore(self.credentials, self.esURI, deliver=self._delivery.deliver,
+        core = SubscriberCore(self.credentials, self.esURI, name=self.name, deliver=self._delivery.deliver,
                               answer=self._delivery.answer,
                               on_disconnect=lambda e: self._callbacks.from_thread(self.on_disconnect, e),
                               on_reconnect=lambda u: self._callbacks.from_thread(self.on_reconnect, u))
@@ -377,36 +396,50 @@ class AsyncSubscriber:
                 + sum(subscription.dropped for subscription in list(self._subscriptions)))
 
     # -- handlers ----------------------------------------------------------------------------
-    def on(self, subjects: Subjects, handler: Optional[AsyncHandler] = None, *,
-           maxsize: Optional[int] = None) -> Any:
+    def on(self, subjects: Subjects, handler: Optional[AsyncHandler] = None, *, maxsize: Optional[int] = None,
+           filter: Any = None, group: Optional[str] = None, respond: bool = False) -> Any:
         """Call ``handler(event)`` (a plain or a coroutine function) for every event on these
-        exact subjects; returns ``handler``, or without it a decorator. See the class."""
+        exact subjects; returns ``handler``, or without it a decorator. See the class.
+        ``filter``, ``group`` and ``respond=True`` (it answers requests instead, on the
+        loop) as for :meth:`Subscriber.on`."""
         subjects = check_subjects(subjects)
         if handler is None:
-            return lambda fn: self.on(subjects, fn, maxsize=maxsize)
+            return lambda fn: self.on(subjects, fn, maxsize=maxsize, filter=filter, group=group, respond=respond)
         self._check_open()
-        self._attach(self._target(handler, maxsize), SUBJECT, subjects, subjects=subjects)
+        self._attach(handler, maxsize, Wanted(SUBJECT, subjects, filter, group, respond), subjects=subjects)
         return handler
 
-    def on_match(self, patterns: Subjects, handler: Optional[AsyncHandler] = None, *,
-                 maxsize: Optional[int] = None) -> Any:
+    def on_match(self, patterns: Subjects, handler: Optional[AsyncHandler] = None, *, maxsize: Optional[int] = None,
+                 filter: Any = None, group: Optional[str] = None, respond: bool = False) -> Any:
         """Like :meth:`on`, for regex patterns (``re.IGNORECASE``, ``re.match``); ``ValueError``
         for an invalid pattern, at once."""
         patterns = check_subjects(patterns, "pattern")
         if handler is None:
-            return lambda fn: self.on_match(patterns, fn, maxsize=maxsize)
+            return lambda fn: self.on_match(patterns, fn, maxsize=maxsize, filter=filter, group=group,
+                                            respond=respond)
         compiled = [compile_pattern(p) for p in patterns]
         self._check_open()
-        self._attach(self._target(handler, maxsize), PATTERN, patterns, patterns=compiled)
+        self._attach(handler, maxsize, Wanted(PATTERN, patterns, filter, group, respond), patterns=compiled)
         return handler
 
-    def _attach(self, target: Any, kind: str, names: List[str], **held: Any) -> None:
-        """Attach ``target`` here at once and subscribe ``names`` in the background (undone
-        here if the service refuses)."""
-        added = self._table.add(target, **held)
-        key = handler_key(target)
-        self._changes.add(lambda core: core.subscribe(key, kind, names),
-                          undo=lambda: self._table.remove(target, added[0] + added[1]))
+    def on_glob(self, globs: Subjects, handler: Optional[AsyncHandler] = None, *, maxsize: Optional[int] = None,
+                filter: Any = None, group: Optional[str] = None, respond: bool = False) -> Any:
+        """Like :meth:`on_match`, for glob-style patterns (``sensor.*``, ``*``: see
+        :func:`~eventservice.patterns.glob_pattern`)."""
+        patterns = [glob_pattern(glob) for glob in check_subjects(globs, "glob")]
+        return self.on_match(patterns, handler, maxsize=maxsize, filter=filter, group=group, respond=respond)
+
+    def _attach(self, handler: AsyncHandler, maxsize: Optional[int], wanted: Wanted, **held: Any) -> None:
+        """Attach ``handler`` here at once and subscribe what it wants in the background
+        (undone here if the service refuses)."""
+        if not callable(handler):
+            raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
+        table = self._responders if wanted.respond else self._table
+        target = handler if wanted.respond else self._target(handler, maxsize)
+        added = table.add(target, filter=wanted.filter, **held)
+        key = holder_key(target, wanted.respond)
+        self._changes.add(lambda core: core.subscribe(key, wanted.kind, wanted.names, wanted.options),
+                          undo=lambda: table.remove(target, added[0] + added[1]))
 
     def remove_handler(self, handler: AsyncHandler, subjects: Optional[Subjects] = None) -> bool:
         """Detach ``handler`` from these subjects and patterns, or from all (see
@@ -414,16 +447,20 @@ class AsyncSubscriber:
         coroutine handler left with nothing is stopped (events waiting for it are dropped)."""
         names = None if subjects is None else check_subjects(subjects, "subject or pattern")
         self._check_open()
+        removed = False
+        if self._responders.remove(handler, names):
+            removed = True
+            self._changes.add(lambda core: core.release(holder_key(handler, True), names))
         target = self._runners.target(handler)
         if not self._table.holds(target):
-            return False
-        removed = self._table.remove(target, names)
+            return removed
+        removed = self._table.remove(target, names) or removed
         if not self._table.holds(target):
             stopping = self._runners.stop(handler)
             if stopping is not None:
                 self._callbacks.tasks.add(stopping)
                 stopping.add_done_callback(self._callbacks.tasks.discard)
-        key = handler_key(target)
+        key = holder_key(target)
         self._changes.add(lambda core: core.release(key, names))
         return removed
 
@@ -433,20 +470,25 @@ class AsyncSubscriber:
                 for target in self._table.handlers() if not isinstance(target, Subscription)]
 
     def _target(self, handler: AsyncHandler, maxsize: Optional[int]) -> Any:
-        if not callable(handler):
-            raise TypeError(f"a handler must be callable, not {type(handler).__name__}")
         if not is_coroutine_function(handler):
             return handler
         return self._runners.runner(handler, maxsize or self.maxsize)
 
-    def subscription(self, subjects: Subjects, *, match: bool = False,
-                     maxsize: Optional[int] = None) -> _Opening:
-        """A :class:`Subscription` to these exact subjects (or, with ``match=True``, patterns):
-        ``await`` it (it is live when the await returns) or use it in ``async with``."""
+    def subscription(self, subjects: Subjects, *, match: bool = False, glob: bool = False,
+                     maxsize: Optional[int] = None, filter: Any = None, group: Optional[str] = None) -> _Opening:
+        """A :class:`Subscription` to these exact subjects (or, with ``match=True``, regex
+        patterns; with ``glob=True``, glob-style ones): ``await`` it (it is live when the
+        await returns) or use it in ``async with``. ``filter`` and ``group`` as for
+        :meth:`Subscriber.on`."""
+        if glob:
+            subjects, match = [glob_pattern(g) for g in check_subjects(subjects, "glob")], True
         names = check_subjects(subjects, "pattern" if match else "subject")
         compiled = [compile_pattern(p) for p in names] if match else []
+        wanted = Wanted(PATTERN if match else SUBJECT, names, filter, group)
         size = maxsize or self.maxsize
         EventBuffer(size)
+        if filter is not None:
+            compile_filter(filter)  # a bad one is a ValueError at once
 
         async def open_() -> Subscription:
             await self.start()
@@ -455,12 +497,12 @@ class AsyncSubscriber:
             subscription = Subscription(self, [] if match else names, names if match else [], size)
             self._subscriptions.add(subscription)
             if match:
-                added = self._table.add(subscription, patterns=compiled)[1]
+                added = self._table.add(subscription, patterns=compiled, filter=filter)[1]
             else:
-                added = self._table.add(subscription, subjects=names)[0]
+                added = self._table.add(subscription, subjects=names, filter=filter)[0]
             try:
-                await self._worker.submit(self._running().subscribe, handler_key(subscription),
-                                          PATTERN if match else SUBJECT, names)
+                await self._worker.submit(self._running().subscribe, handler_key(subscription), wanted.kind, names,
+                                          wanted.options)
             except BaseException:
                 self._table.remove(subscription, added)
                 self._subscriptions.discard(subscription)

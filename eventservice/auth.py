@@ -6,7 +6,7 @@ Both ends know a secret (the service's passphrase, or the password of a user of
 (PBKDF2-SHA256, salted with the user's name for a password) with an HMAC over two fresh
 nonces.
 
-1. The client's handshake (``_pyroHandshake``) is ``{"es-auth": 1, "nonce": CN}``, with
+1. The client's handshake (``_pyroHandshake``) is ``{"es-auth": 1, "nonce": CN, ...}``, with
    ``"user": NAME`` when it logs in as a user. The dict may carry more keys; a daemon
    ignores those it does not know.
 2. The daemon answers ``{"es-auth": 1, "nonce": SN, "proof": HMAC(key, "server" CN SN)}``.
@@ -25,6 +25,10 @@ Plain Pyro5 clients may still present the passphrase itself as their handshake s
 ``{"user": NAME, "password": PASSWORD}``; :class:`Authority` accepts that unless told to
 refuse it (``es --no-clear-ident``). With users, a TLS client certificate whose common name
 is a user's ``cert`` logs in as that user without a password.
+
+Besides the proof, the handshake dict of eventservice's clients says who they are (with a
+passphrase or without): ``"name"``, and ``"announce"`` for a publisher that wants its
+presence announced (:func:`hello_of` reads them on the daemon's side).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import hmac
 import logging
 import os
 import secrets
-from typing import Any, NamedTuple, Optional, Protocol
+from typing import Any, Dict, NamedTuple, Optional, Protocol
 
 from Pyro5 import errors
 from Pyro5.client import Proxy
@@ -112,6 +116,22 @@ def _proof(key: bytes, role: bytes, first: str, second: str) -> str:
 
 def _nonce() -> str:
     return secrets.token_hex(NONCE_BYTES)
+
+
+MAX_NAME_LENGTH = 200  # characters of a client's name kept
+
+
+def hello_of(data: Any) -> Dict[str, Any]:
+    """What a client's handshake says about it: ``name`` (a str, cut to MAX_NAME_LENGTH)
+    and ``announce`` (True) when it says so; nothing for other handshakes."""
+    hello: Dict[str, Any] = {}
+    if type(data) is dict:
+        name = data.get("name")
+        if type(name) is str and name:
+            hello["name"] = name[:MAX_NAME_LENGTH]
+        if data.get("announce") is True:
+            hello["announce"] = True
+    return hello
 
 
 def is_auth_hello(data: Any) -> bool:
@@ -230,11 +250,12 @@ class AuthProxy(Proxy):  # type: ignore[misc]
     anything."""
 
     def __init__(self, uri: Any, secret: Optional[str] = None, require: bool = True,
-                 user: Optional[str] = None) -> None:
+                 user: Optional[str] = None, hello: Optional[Dict[str, Any]] = None) -> None:
         self._es_key = derive_key(secret, user) if secret else None
         self._es_user = user
         self._es_require = require
         self._es_nonce = ""
+        self._es_hello = dict(hello or {})  # who this client is: "name", "announce" (see hello_of)
         super().__init__(uri)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -251,6 +272,7 @@ class AuthProxy(Proxy):  # type: ignore[misc]
         for name in ("_es_key", "_es_user", "_es_require"):
             object.__setattr__(copy, name, getattr(self, name))
         object.__setattr__(copy, "_es_nonce", "")
+        object.__setattr__(copy, "_es_hello", self._es_hello)
         Proxy.__setstate__(copy, Proxy.__getstate__(self))
         copy._pyroTimeout = self._pyroTimeout
         copy._pyroMaxRetries = self._pyroMaxRetries
@@ -260,9 +282,9 @@ class AuthProxy(Proxy):  # type: ignore[misc]
     def _pyroHandshake(self) -> Any:
         named = {} if self._es_user is None else {"user": self._es_user}
         if self._es_key is None:
-            return named or None
+            return {**self._es_hello, **named} or None
         self._es_nonce = _nonce()
-        return {AUTH_TAG: 1, "nonce": self._es_nonce, **named}
+        return {AUTH_TAG: 1, "nonce": self._es_nonce, **self._es_hello, **named}
 
     @_pyroHandshake.setter
     def _pyroHandshake(self, value: Any) -> None:
@@ -298,9 +320,11 @@ class AuthProxy(Proxy):  # type: ignore[misc]
 
 
 def proxy(uri: Any, secret: Optional[str] = None, serializer: Optional[str] = None,
-          timeout: Optional[float] = None, require: bool = True, user: Optional[str] = None) -> AuthProxy:
-    """An :class:`AuthProxy` of ``uri`` with the given serializer and call timeout."""
-    made = AuthProxy(uri, secret, require, user)
+          timeout: Optional[float] = None, require: bool = True, user: Optional[str] = None,
+          hello: Optional[Dict[str, Any]] = None) -> AuthProxy:
+    """An :class:`AuthProxy` of ``uri`` with the given serializer and call timeout, saying
+    ``hello`` (see :func:`hello_of`) in its handshake."""
+    made = AuthProxy(uri, secret, require, user, hello)
     if serializer is not None:
         made._pyroSerializer = serializer
     if timeout is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 VERSION = "0.1.0"
@@ -61,6 +63,15 @@ def ident_from_env(ident: Optional[str] = None) -> Optional[str]:
     if ident:
         return ident
     return os.environ.get(IDENT_ENV) or None
+
+
+def client_name(name: Optional[str] = None) -> str:
+    """The name a client shows the service (presence, stats): ``name``, else
+    ``PROGRAM@HOST:PID`` of this process."""
+    if name:
+        return name
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "python"
+    return f"{program}@{socket.gethostname()}:{os.getpid()}"
 
 
 def setting(default: Any, help: str, *, group: str = "delivery and limits", flag: Optional[str] = None,

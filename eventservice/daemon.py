@@ -16,6 +16,11 @@ through :class:`GuardMixin`:
 - **Connections** are counted. When they near ``max_connections``, the ones that stayed
   idle longest are closed to make room (clients reconnect on their next call), so held-open
   idle connections cannot lock new clients out.
+
+What a client's handshake says about it (:func:`eventservice.auth.hello_of`: its name...)
+is kept as the connection's ``es_hello``, where the objects it calls find it through Pyro5's
+``current_context.client``. ``on_hello("joined" | "left", conn)`` is told when a connection
+whose handshake asked to be announced is authenticated, and when it closes.
 """
 
 from __future__ import annotations
@@ -31,14 +36,14 @@ import threading
 import time
 import uuid
 import zlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from Pyro5 import config, errors, protocol, serializers
 from Pyro5.callcontext import current_context
 from Pyro5.server import Daemon
 
 from ._compat.pyro5 import HEADER_FORMAT, HEADER_SIZE, ConnectionHook, metadata, send_exception
-from .auth import PROOF_METHOD, Authority
+from .auth import PROOF_METHOD, Authority, hello_of
 from .config import DEFAULT_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -145,6 +150,7 @@ class GuardMixin(ConnectionHook):
         self._idle: "collections.OrderedDict[Any, float]" = collections.OrderedDict()  # waiting for a request
         self._conns_lock = threading.Lock()
         self.evicted = 0  # idle connections closed to make room
+        self.on_hello: Optional[Callable[[str, Any], None]] = None  # see the module
 
     def _guard_listener(self, client_certs: bool = False) -> None:
         """TLS: handshakes in the connections' workers; with ``client_certs``, a client's
@@ -184,6 +190,19 @@ class GuardMixin(ConnectionHook):
 
     def clientDisconnect(self, conn: Any) -> None:
         self._forget(conn)
+        if getattr(conn, "es_joined", False):
+            self._tell_hello("left", conn)
+
+    def _tell_hello(self, kind: str, conn: Any) -> None:
+        """Tell ``on_hello`` that ``conn`` "joined" (is authenticated; only when its handshake
+        asked to be announced) or "left"."""
+        if self.on_hello is None or not conn.es_hello.get("announce"):
+            return
+        conn.es_joined = True
+        try:
+            self.on_hello(kind, conn)
+        except Exception:
+            log.exception("telling that a client %s failed", kind)
 
     def hang_up(self) -> None:
         """Shut every connection down (closing the daemon then waits for no client)."""
@@ -193,10 +212,12 @@ class GuardMixin(ConnectionHook):
     # -- handshake -------------------------------------------------------------------------
     def validateHandshake(self, conn: Any, data: Any) -> Any:
         """Greet a new connection (see :class:`~eventservice.auth.Authority`); the user it
-        logs in as is ``conn.es_user`` (once its proof, if one must follow, arrived)."""
+        logs in as is ``conn.es_user`` (once its proof, if one must follow, arrived), what it
+        says of itself ``conn.es_hello``."""
         greeting = self.authority.greet(data, _common_name(conn))
         conn.es_pending = greeting.pending
         conn.es_user = greeting.user
+        conn.es_hello = hello_of(data)
         return greeting.answer
 
     def on_connect(self, conn: Any, denied_reason: Optional[str] = None) -> bool:
@@ -222,6 +243,8 @@ class GuardMixin(ConnectionHook):
                 REAPER.cancel(deadline)
             if not ok:
                 self._forget(conn)
+            elif conn.es_pending is None:
+                self._tell_hello("joined", conn)
 
     def _greet(self, conn: Any) -> bool:
         header = conn.recv(HEADER_SIZE)
@@ -336,6 +359,7 @@ class GuardMixin(ConnectionHook):
         conn.es_user = pending.user
         REAPER.cancel(conn.es_deadline)
         self._send_reply(conn, protocol.MSG_RESULT, seq, serializer_id, True)
+        self._tell_hello("joined", conn)
 
     def _refuse(self, conn: Any, seq: int, error: Exception, serializer_id: int = REPLY_SERIALIZER) -> None:
         """Answer ``error`` and close the connection (raises ConnectionClosedError)."""

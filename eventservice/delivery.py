@@ -18,11 +18,15 @@ stayed full that long, further events for it are dropped at once until a sender 
 from it again, so a frozen subscriber costs a publisher one wait.
 
 Failures: a subscriber that cannot be reached (refused, reset, closed, unknown object,
-handshake refused) is reported to ``on_gone`` and its queue discarded (counted as
-dropped). A call that times out (a frozen subscriber) drops that batch and counts it; the
-subscriber keeps its queue and subscriptions, but before its next call it is sent a
-heartbeat and removed if it does not answer that either (when heartbeats are on). An
-exception raised by the subscriber's own ``event()`` counts as delivered and is logged.
+handshake refused) is reported to ``on_gone`` and its queue discarded: the events it got as
+a work-queue group's member go to another live member of the group (``reroute``), the
+others are counted as dropped. One whose connection closes between calls (its process ended, even by a kill) is
+found out within a second (:mod:`eventservice.hangups`): the service connects to a new
+subscriber before its first event, and watches that connection while it is idle. A call
+that times out (a frozen subscriber) drops that batch and counts it; the subscriber keeps
+its queue and subscriptions, but before its next call it is sent a heartbeat and removed
+if it does not answer that either (when heartbeats are on). An exception raised by the
+subscriber's own ``event()`` counts as delivered and is logged.
 
 Serializers: a subscriber is called back in the serializer its callback proxy names
 (eventservice's ``Subscriber`` names msgpack and takes packed batches); one that named none
@@ -45,12 +49,15 @@ from Pyro5.client import Proxy
 from . import auth, wire
 from .config import FALLBACK_SERIALIZER, FAST_SERIALIZER, Settings
 from .event import Event
+from .hangups import CLOSED, QUIET, Hangups, peer_state
 from .lanes import QUICK_CALLS_TO_RETURN, Lanes
 
 Item = wire.Item  # an event inside the service: (subject, msg, time), built once per event
-# an event in a subscriber's queue: the event and, when several subscribers take it, its bytes
-# packed once (wire.pack_event), shared by all their queues
-Queued = Tuple[str, Any, float, Optional[bytes]]
+# an event in a subscriber's queue: the event; when several subscribers take it, its bytes
+# packed once (wire.pack_event), shared by all their queues; the work-queue group it was given
+# to this subscriber for, if any
+Queued = Tuple[str, Any, float, Optional[bytes], Optional[str]]
+Reroute = Callable[[List[Queued]], int]  # gives group events to other members; returns how many found one
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,8 @@ BATCH_METHOD = "deliverEvents"  # exposed by eventservice.Subscriber: takes [(su
 PACKED_METHOD = "deliverPacked"  # the same list packed by eventservice.wire
 HEARTBEAT_METHOD = "heartbeat"  # exposed by eventservice.Subscriber: takes the service's instance id
 INITIAL_BATCH = 16  # events in the first call to a subscriber, at most
+FIRST_CONTACT_TIMEOUT = 0.2  # seconds a new subscriber may take to accept the service's connection
+HUNG_UP = "disconnected: it closed its connection to es (or its process ended)"
 FAST_CALL = 0.05  # seconds: a call this quick lets the batch grow
 SLOW_CALL = 0.5  # seconds: a call this slow makes the batch shrink
 PACKED_BYTES = 4 * 1024 * 1024  # a packed batch larger than this is split (if it has more than one event)
@@ -72,9 +81,11 @@ class Mailbox:
     """The queue and connection of one subscriber. All fields are guarded by ``lock``.
     ``credentials``: what the service proves to the subscriber's daemon when it asks."""
 
-    def __init__(self, key: str, proxy: Proxy, settings: Settings, credentials: auth.Credentials) -> None:
+    def __init__(self, key: str, proxy: Proxy, settings: Settings, credentials: auth.Credentials,
+                 name: Optional[str] = None) -> None:
         self.key = key
         self.credentials = credentials
+        self.name = name  # the name its client gave, if any
         self.uri = proxy._pyroUri
         self.serializer = proxy._pyroSerializer or FALLBACK_SERIALIZER  # its callback proxy's choice, or serpent
         self.settings = settings
@@ -95,6 +106,7 @@ class Mailbox:
         self.last_contact = time.monotonic()  # of the last call it answered
         self.suspect = False  # its last call timed out: not live until it answers again
         self.ping_due = False  # a heartbeat is to be sent
+        self.watched = False  # its idle connection is watched for the subscriber closing it
         self.posted = 0
         self.delivered = 0
         self.dropped = 0
@@ -102,12 +114,14 @@ class Mailbox:
     def counters(self) -> Dict[str, Any]:
         with self.lock:
             return {"queued": len(self.events), "posted": self.posted, "delivered": self.delivered,
-                    "dropped": self.dropped, "mode": self.mode, "slow": self.slow, "serializer": self.serializer}
+                    "dropped": self.dropped, "mode": self.mode, "slow": self.slow, "serializer": self.serializer,
+                    "name": self.name}
 
 
-# Dispatcher is longer than the ~250 lines a class gets here: posting, serving and calling
-# share the mailboxes' locks and states (scheduled, stalled, suspect, closed) in ways that are
-# easier to check in one place; the threads themselves are in lanes.py.
+# Dispatcher is longer than the ~250 lines a class gets here: posting, serving, calling and
+# watching idle connections share the mailboxes' locks and states (scheduled, stalled,
+# suspect, closed, watched) in ways that are easier to check in one place; the threads
+# themselves are in lanes.py and hangups.py.
 class Dispatcher:
     """Owns the mailboxes and the senders. ``post`` is called by publishing threads.
 
@@ -118,10 +132,11 @@ class Dispatcher:
     for every subscriber found dead (or slow, with ``slow_policy="remove"``)."""
 
     def __init__(self, settings: Settings, on_gone: Callable[[str, str], None], instance_id: str = "",
-                 on_closed: Optional[Callable[[str], None]] = None) -> None:
+                 on_closed: Optional[Callable[[str], None]] = None, reroute: Optional[Reroute] = None) -> None:
         self.settings = settings
         self.on_gone = on_gone
         self.on_closed = on_closed  # told the key of every mailbox that goes (retired or discarded)
+        self.reroute = reroute  # group events whose member is gone go to another member
         self.instance_id = instance_id
         self._mailboxes: Dict[Hashable, Mailbox] = {}
         self._lock = threading.Lock()
@@ -129,24 +144,36 @@ class Dispatcher:
         self.dropped = 0
         self._stopping = threading.Event()
         self.lanes = Lanes(self._serve, settings.delivery_threads, settings.slow_threads)
+        self.hangups = Hangups(self._hung_up, self._watch_idle)
         if settings.heartbeat > 0:
             threading.Thread(target=self._watch_liveness, name="es-liveness", daemon=True).start()
 
     # -- mailboxes ---------------------------------------------------------------------------
-    def ensure(self, key: str, proxy: Proxy, credentials: Optional[auth.Credentials] = None) -> None:
+    def ensure(self, key: str, proxy: Proxy, credentials: Optional[auth.Credentials] = None,
+               name: Optional[str] = None) -> None:
         """Give subscriber ``key`` a mailbox, if it has none; calls to it prove
-        ``credentials`` when it asks (default: the service's passphrase)."""
+        ``credentials`` when it asks (default: the service's passphrase); ``name`` is its
+        client's, if given."""
         with self._lock:
             mailbox = self._mailboxes.get(key)
             if mailbox is None:
-                self._mailboxes[key] = Mailbox(key, proxy, self.settings,
-                                               credentials or auth.Credentials(self.settings.ident))
+                mailbox = self._mailboxes[key] = Mailbox(key, proxy, self.settings,
+                                                         credentials or auth.Credentials(self.settings.ident), name)
+                with mailbox.lock:  # its first contact (then its connection is watched), by the slow
+                    mailbox.scheduled = True  # lane: many new subscribers at once do not grow the fast one
+                    self.lanes.schedule(mailbox, slow=True)
             else:
                 with mailbox.lock:
                     mailbox.retiring = False
+                    mailbox.name = name or mailbox.name
 
     def has(self, key: Hashable) -> bool:
         return key in self._mailboxes
+
+    def name_of(self, key: Hashable) -> Optional[str]:
+        """The name subscriber ``key``'s client gave, or None."""
+        mailbox = self._mailboxes.get(key)
+        return None if mailbox is None else mailbox.name
 
     def where(self, key: Hashable) -> Optional[Tuple[Any, Optional[str], auth.Credentials]]:
         """(URI, serializer, credentials) of subscriber ``key``, or None."""
@@ -185,22 +212,34 @@ class Dispatcher:
         if self.on_closed is not None:
             self.on_closed(key)  # type: ignore[arg-type]
 
-    def discard(self, key: Hashable) -> None:
-        """Close the mailbox of ``key``; what it still held counts as dropped."""
+    def discard(self, key: Hashable) -> List[Queued]:
+        """Close the mailbox of ``key``; returns what it still held, for :meth:`settle`."""
         with self._lock:
             mailbox = self._mailboxes.pop(key, None)
-        if mailbox is not None:
-            with mailbox.lock:
-                mailbox.closed = True
-                lost = len(mailbox.events)
-                mailbox.events.clear()
-                mailbox.dropped += lost
-                mailbox.not_full.notify_all()
-                busy = mailbox.scheduled
-            self._count(0, lost)
-            if not busy:
-                self._release(mailbox)
-            self._closed(key)
+        if mailbox is None:
+            return []
+        with mailbox.lock:
+            mailbox.closed = True
+            lost = list(mailbox.events)
+            mailbox.events.clear()
+            mailbox.not_full.notify_all()
+            busy = mailbox.scheduled
+        if not busy:
+            self._release(mailbox)
+        self._closed(key)
+        return lost
+
+    def settle(self, items: List[Queued]) -> None:
+        """Events a gone subscriber held: group events go to another live member of their
+        group; the others, and those whose group has no member left, count as dropped."""
+        self._count(0, self._rehome(items))
+
+    def _rehome(self, items: List[Queued]) -> int:
+        """Give the group events among ``items`` to other members; returns how many of
+        ``items`` are lost (not counted)."""
+        orphans = [item for item in items if item[4] is not None]
+        moved = self.reroute(orphans) if orphans and self.reroute is not None else 0
+        return len(items) - moved
 
     def __len__(self) -> int:
         return len(self._mailboxes)
@@ -244,6 +283,7 @@ class Dispatcher:
         """Put ``mailbox`` (lock held, not empty) in its lane's line, unless it is there."""
         if not mailbox.scheduled:
             mailbox.scheduled = True
+            self._unwatch(mailbox)
             self.lanes.schedule(mailbox)
 
     def _wait_for_room(self, mailbox: Mailbox) -> bool:
@@ -279,8 +319,10 @@ class Dispatcher:
             mailbox.ping_due = False
         if ping and not mailbox.closed:
             self._heartbeat(mailbox)
+        elif not batch and mailbox.mode is None and not mailbox.closed:
+            self._first_contact(mailbox)
         if batch and mailbox.closed:  # removed meanwhile (by that heartbeat, say): these are lost
-            self._count(0, len(batch))
+            self._count(0, self._rehome(batch))
         elif batch:
             started = time.monotonic()
             delivered, dropped = self._send(mailbox, batch)
@@ -330,7 +372,7 @@ class Dispatcher:
             return 0, len(batch)
         except (errors.CommunicationError, errors.DaemonError, errors.SecurityError, OSError) as exc:
             self._gone(mailbox, f"unreachable: {exc}")
-            return 0, len(batch)
+            return 0, self._rehome(batch)
         except Exception as exc:
             if not hasattr(exc, "_pyroTraceback"):
                 raise
@@ -357,6 +399,59 @@ class Dispatcher:
         except (errors.PyroError, OSError) as exc:
             self._gone(mailbox, f"unreachable: {exc}")
 
+    def _first_contact(self, mailbox: Mailbox) -> None:
+        """Connect to a new subscriber before its first event, so that its connection is
+        watched; one that does not accept it quickly (not listening yet) is left for its
+        first event, one that cannot be reached is gone."""
+        try:
+            self._proxy(mailbox, timeout=FIRST_CONTACT_TIMEOUT)
+        except errors.TimeoutError as exc:
+            log.debug("no first contact with subscriber %s: %s", mailbox.key, exc)
+            self._release(mailbox)
+        except (errors.PyroError, OSError) as exc:
+            self._gone(mailbox, f"unreachable: {exc}")
+
+    # -- idle connections --------------------------------------------------------------------
+    def _watch_idle(self) -> None:
+        """Watch the connections of the subscribers idle now (in the hangups thread)."""
+        with self._lock:
+            mailboxes = list(self._mailboxes.values())
+        for mailbox in mailboxes:
+            if mailbox.watched or mailbox.scheduled or mailbox.closed or mailbox.proxy is None:
+                continue  # a look without the lock: most are skipped here
+            with mailbox.lock:
+                if not (mailbox.watched or mailbox.scheduled or mailbox.closed):
+                    self._watch(mailbox)
+
+    def _watch(self, mailbox: Mailbox) -> None:
+        """Watch the connection of ``mailbox`` (lock held, idle) for the subscriber closing it."""
+        connection = mailbox.proxy._pyroConnection if mailbox.proxy is not None else None
+        if connection is not None:
+            mailbox.watched = True
+            self.hangups.watch(mailbox, connection.sock)
+
+    def _unwatch(self, mailbox: Mailbox) -> None:
+        if mailbox.watched:
+            mailbox.watched = False
+            self.hangups.unwatch(mailbox)
+
+    def _hung_up(self, mailbox: Mailbox) -> None:
+        """The idle connection of ``mailbox`` became readable (see :mod:`eventservice.hangups`)."""
+        with mailbox.lock:
+            if not mailbox.watched or mailbox.scheduled or mailbox.closed or mailbox.proxy is None:
+                return  # in use or gone meanwhile
+            mailbox.watched = False
+            connection = mailbox.proxy._pyroConnection
+            state = peer_state(connection.sock) if connection is not None else CLOSED
+            if state == QUIET:
+                self._watch(mailbox)
+                return
+        if state == CLOSED:
+            self._gone(mailbox, HUNG_UP)
+        else:
+            log.info("subscriber %s sent what nobody asked for: connecting anew", mailbox.key)
+            self._release(mailbox)
+
     def _watch_liveness(self) -> None:
         interval = self.settings.heartbeat
         while not self._stopping.wait(interval / 2):
@@ -370,6 +465,7 @@ class Dispatcher:
                     if mailbox.scheduled or mailbox.closed:
                         continue
                     mailbox.ping_due = mailbox.scheduled = True
+                    self._unwatch(mailbox)
                     mailbox.last_contact = now  # one heartbeat per interval
                 self.lanes.schedule(mailbox)
 
@@ -393,6 +489,7 @@ class Dispatcher:
         return proxy
 
     def _release(self, mailbox: Mailbox) -> None:
+        self._unwatch(mailbox)
         proxy, mailbox.proxy = mailbox.proxy, None
         if proxy is not None:
             try:
@@ -452,8 +549,8 @@ class Dispatcher:
     def _event_args(mailbox: Mailbox, pending: List[Queued]) -> List[Any]:
         """The arguments of a plain subscriber's ``event()`` calls."""
         if mailbox.mode == MODE_DICT:
-            return [wire.event_dict(subject, msg, when) for subject, msg, when, _ in pending]
-        return [Event(subject, msg, when) for subject, msg, when, _ in pending]
+            return [wire.event_dict(*item[:3]) for item in pending]
+        return [Event(*item[:3]) for item in pending]
 
     def _count(self, delivered: int, dropped: int) -> None:
         with self._lock:
@@ -476,6 +573,7 @@ class Dispatcher:
     def close(self, timeout: float = 2.0) -> None:
         """Stop the senders (queued events are not delivered)."""
         self._stopping.set()
+        self.hangups.close()
         self.lanes.close(timeout)
 
 

@@ -45,6 +45,23 @@ class NoResponderError(EventServiceError, TimeoutError):
         self.timeout = timeout
 
 
+class RemoteError(EventServiceError):
+    """A responder raised while answering a request: ``type_name`` is its exception's
+    class (``"ValueError"``, or ``"module.Class"`` for others), ``message`` its text."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"the responder raised {type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+def type_name(exc: BaseException) -> str:
+    """The name :class:`RemoteError` carries for ``exc``: its class, with its module unless
+    it is a built-in."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 class ServiceNotFoundError(EventServiceError, ConnectionError):
     """No Event Service could be reached: no name server answered, the name is not
     registered, or nothing answers where it points. The text says what to do next."""

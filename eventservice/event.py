@@ -9,10 +9,11 @@ decode the tagged form; the service sends it a plain dict with the keys ``subjec
 from __future__ import annotations
 
 import time as _time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from Pyro5.api import register_class_to_dict, register_dict_to_class
 
+from . import typed
 from .wire import EVENT_CLASS_TAG, event_dict, event_fields, tagged_event_dict
 
 
@@ -40,6 +41,13 @@ class Event:
 
     def __hash__(self) -> int:
         return hash((self.subject, self.time))
+
+    @property
+    def type_name(self) -> Optional[str]:
+        """The registered type name of the message (see :func:`eventservice.register_type`):
+        also when this process did not register it and the message arrived as a dict with
+        the key ``"__es_type__"``; None for plain data."""
+        return typed.type_name(self.msg)
 
     def as_dict(self) -> Dict[str, Any]:
         """The plain form, as a client without ``eventservice`` receives it."""

@@ -91,9 +91,10 @@ class Lanes:
         self._watchdog.start()
 
     # -- public ----------------------------------------------------------------------------
-    def schedule(self, obj: Any) -> None:
-        """Put ``obj`` in the line of its lane (``obj.slow`` says which)."""
-        if obj.slow:
+    def schedule(self, obj: Any, slow: bool = False) -> None:
+        """Put ``obj`` in the line of its lane (``obj.slow`` says which), or with ``slow`` in
+        the slow lane's this once (work that must not make the fast lane grow)."""
+        if obj.slow or slow:
             self._slow_line.put(obj)
             with self._lock:
                 if self._slow_idle == 0 and len(self._slow) < self.slow_threads and not self._stopping:

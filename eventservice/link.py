@@ -14,7 +14,7 @@ import logging
 import select
 import ssl
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from Pyro5 import config as pyro_config
 from Pyro5 import errors
@@ -104,12 +104,14 @@ class ServiceLink:
 
     ``on_lost(error)`` is called when a call finds the service gone (once, until it is
     back), ``on_back(uri)`` when a new connection is made after that; both in the calling
-    thread, after the lock is released; what they raise is logged."""
+    thread, after the lock is released; what they raise is logged. ``hello`` says who the
+    client is, in each connection's handshake (see :func:`eventservice.auth.hello_of`)."""
 
     def __init__(self, credentials: auth.Credentials, esURI: Any = None, timeout: float = DEFAULT_CLIENT_TIMEOUT,
                  persistent: bool = True, on_lost: Optional[DisconnectCallback] = None,
-                 on_back: Optional[ReconnectCallback] = None) -> None:
+                 on_back: Optional[ReconnectCallback] = None, hello: Optional[Dict[str, Any]] = None) -> None:
         self.credentials = credentials
+        self.hello = hello
         self.esURI = esURI
         self.timeout = timeout
         self.persistent = persistent
@@ -130,7 +132,7 @@ class ServiceLink:
         """A bound proxy of the service; ``ServiceNotFoundError`` when nothing answers."""
         uri = _look_up() if self.esURI is None else self.esURI
         secret, user = self.credentials
-        proxy = auth.proxy(uri, secret, serializer=FAST_SERIALIZER, timeout=self.timeout, user=user)
+        proxy = auth.proxy(uri, secret, serializer=FAST_SERIALIZER, timeout=self.timeout, user=user, hello=self.hello)
         try:
             proxy._pyroBind()
         except errors.NamingError as exc:  # a PYRONAME: esURI whose name is not registered

@@ -24,7 +24,7 @@ from ._compat import sre as _sre
 
 _c = _sre.constants
 
-__all__ = ["Pattern", "compile_pattern", "fold"]
+__all__ = ["Pattern", "compile_pattern", "fold", "glob_pattern"]
 
 _NONE = object()  # stands for an opcode this Python does not have
 _ATOMS = frozenset((_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN))
@@ -478,3 +478,20 @@ class Pattern:
 def compile_pattern(source: str) -> Pattern:
     """Compile source; TypeError if it is not a str, ValueError if it is invalid or unsafe."""
     return Pattern(source)
+
+
+def glob_pattern(glob: str) -> str:
+    """The regex pattern of a glob-style one: ``*`` matches any run of characters, dots
+    included (``sensor.*`` takes ``sensor.temp`` and ``sensor.a.b``; ``*`` takes every
+    subject), ``?`` one character, anything else itself; anchored at both ends.
+    ``glob_pattern("sensor.*") == "sensor\\..*$"``."""
+    if not isinstance(glob, str):
+        raise TypeError(f"a glob must be a str, not {type(glob).__name__}")
+    parts: List[str] = []
+    for char in glob:
+        if char == "*":
+            if parts[-1:] != [".*"]:
+                parts.append(".*")
+        else:
+            parts.append("." if char == "?" else re.escape(char))
+    return "".join(parts) + "$"

@@ -16,13 +16,13 @@ import collections
 import logging
 import threading
 import weakref
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from . import typed, wire
 from .auth import Credentials
-from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER
-from .errors import NoResponderError
-from .link import DisconnectCallback, ReconnectCallback, ServiceLink, check_subjects, is_remote
+from .config import DEFAULT_CLIENT_TIMEOUT, FALLBACK_SERIALIZER, client_name
+from .errors import NoResponderError, RemoteError
+from .link import RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, check_subjects, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,33 @@ Batch = List[Tuple[List[str], Any]]  # (subjects, encoded message) in order
 class PublisherCore:
     """One publisher's connection to the service (proving ``credentials``), its batching
     sender (with ``batch=True``) and its connection for requests (made by the first
-    request). Thread-safe.
+    request). Thread-safe. Its connections say its ``name``; with ``announce`` the first
+    asks the service to announce it (see :mod:`eventservice.presence`).
 
     ``on_disconnect(error)`` and ``on_reconnect(uri)`` are called as
     :class:`~eventservice.link.ServiceLink` says (in the thread of the call that noticed it,
     once each per outage); what they raise is logged."""
 
-    def __init__(self, credentials: Credentials, esURI: Any, batch: bool, *, on_disconnect: DisconnectCallback,
-                 on_reconnect: ReconnectCallback) -> None:
+    def __init__(self, credentials: Credentials, esURI: Any, batch: bool, *, name: Optional[str] = None,
+                 announce: bool = False, on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
         self.credentials = credentials
-        self._link = ServiceLink(credentials, esURI, on_lost=on_disconnect, on_back=on_reconnect)
+        self.name = client_name(name)
+        self.announce = announce
+        hello: Dict[str, Any] = {"name": self.name, "announce": True} if announce else {"name": self.name}
+        self._link = ServiceLink(credentials, esURI, on_lost=on_disconnect, on_back=on_reconnect, hello=hello)
         self._batcher: Optional[Batcher] = Batcher(self._link) if batch else None
         self._requests: Optional[ServiceLink] = None
         self.closed = False
         if self._batcher is not None:
             _at_exit.add(self)
+
+    def connect(self) -> None:
+        """Connect now (an announced publisher shows up at once); when no service answers,
+        the next call tries again."""
+        try:
+            self._link.call("ping")
+        except RECONNECT_ERRORS as exc:
+            log.info("no event service yet (%s): connecting at the next call", exc)
 
     @property
     def batching(self) -> bool:
@@ -89,23 +101,27 @@ class PublisherCore:
 
     def request(self, subject: str, msg: Any, timeout: float) -> Any:
         """The first answer of a responder to a request on ``subject`` (see
-        :meth:`eventservice.Publisher.request`); ``NoResponderError`` when none answers."""
+        :meth:`eventservice.Publisher.request`); ``NoResponderError`` when none answers,
+        ``RemoteError`` when the responder raised."""
         if self.closed:
             raise RuntimeError("publisher is closed")
         if not isinstance(subject, str):
             raise TypeError(f"subject must be a str, not {type(subject).__name__}")
         link = self._requests
         if link is None:  # a connection of their own: a long request holds up no publishing
-            link = self._requests = ServiceLink(self.credentials, self._link.esURI)
+            link = self._requests = ServiceLink(self.credentials, self._link.esURI, hello={"name": self.name})
+        packed = wire.pack_request(subject, typed.encode(msg), timeout)
         with link.lock:
             link.timeout = timeout + DEFAULT_CLIENT_TIMEOUT  # the service answers by then
             try:
-                answer = link.call("request", subject, typed.encode(msg), timeout, serializer=FALLBACK_SERIALIZER)
+                kind, answer = wire.unpack_reply(link.call("requestPacked", packed))
             except TimeoutError as exc:
                 if not is_remote(exc):
                     raise
                 asked = None if str(exc).startswith(NO_RESPONDER) else timeout
                 raise NoResponderError(str(exc), subject=subject, timeout=asked) from exc
+        if kind == wire.FAILED:
+            raise RemoteError(*answer)
         return typed.decode(answer)
 
     def flush(self, timeout: Optional[float] = None) -> None:

@@ -110,8 +110,10 @@ class Router:
         self._turns: Dict[str, "itertools.count[int]"] = {}
         self._lock = threading.Lock()
 
-    def targets(self, route: Route, message: Any) -> FrozenSet[Hashable] | Set[Hashable]:
-        """The keys an event with ``message`` on the route's subject goes to, each once."""
+    def targets(self, route: Route, message: Any,
+                picks: Optional[Dict[Hashable, str]] = None) -> FrozenSet[Hashable] | Set[Hashable]:
+        """The keys an event with ``message`` on the route's subject goes to, each once;
+        ``picks``, when given, is told the group each chosen group member was chosen for."""
         if route.simple:
             return route.plain
         targets = set(route.plain)
@@ -124,11 +126,28 @@ class Router:
             except TypeError:  # an unhashable value equals none of the filter values
                 pass
         for group, members in route.groups:
-            candidates = [key for key, passes in members if passes is None or passes(message)]
-            if candidates:
-                live = [key for key in candidates if self.is_live(key)] or candidates
-                targets.add(live[self._turn(group) % len(live)])
+            chosen = self._choose(group, members, message)
+            if chosen is not None:
+                targets.add(chosen)
+                if picks is not None:
+                    picks[chosen] = group
         return targets
+
+    def pick(self, route: Route, group: str, message: Any) -> Optional[Hashable]:
+        """The member of ``group`` an event with ``message`` on the route's subject goes to
+        (as :meth:`targets` chooses), or None when the group has none."""
+        for name, members in route.groups:
+            if name == group:
+                return self._choose(group, members, message)
+        return None
+
+    def _choose(self, group: str, members: Tuple[Tuple[Hashable, Optional[Filter]], ...],
+                message: Any) -> Optional[Hashable]:
+        candidates = [key for key, passes in members if passes is None or passes(message)]
+        if not candidates:
+            return None
+        live = [key for key in candidates if self.is_live(key)] or candidates
+        return live[self._turn(group) % len(live)]
 
     def _turn(self, group: str) -> int:
         turn = self._turns.get(group)

@@ -174,6 +174,7 @@ def start_es(host: str = "localhost", port: int = 0, *, settings: Optional[Setti
                            max_connections=settings.max_connections, client_certs=gate is not None and
                            bool(settings.tls_ca))
     service = EventService(settings, gate=gate)
+    daemon.on_hello = service.publishers.changed
     try:
         if link is not None:
             link.start(service.deliver_remote, settings.backbone_timeout)

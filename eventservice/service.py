@@ -7,10 +7,12 @@ input, asks the :class:`~eventservice.matching.SubscriptionIndex` and the
 ``TypeError``/``ValueError`` in the caller and changes nothing, all or nothing for a list.
 
 Beyond Pyro 3's methods: work-queue groups and content filters on subscriptions,
-request/reply, presence events on the reserved subjects ``es.presence.*``, (in the
-dispatcher) liveness checks of idle subscribers, and with a users file
-(:mod:`eventservice.permissions`) a check of every remote method against the user of the
-calling connection. Only the methods marked ``@remote`` (Pyro5's ``expose``) are remote.
+request/reply, presence events on the reserved subjects ``es.presence.*`` (subscribers by
+their URI and the name their client gave, publishers that asked to be announced: see
+:mod:`eventservice.presence`), (in the dispatcher) liveness checks of idle subscribers, and
+with a users file (:mod:`eventservice.permissions`) a check of every remote method against
+the user of the calling connection. Only the methods marked ``@remote`` (Pyro5's
+``expose``) are remote.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .filters import compile_filter
 from .matching import SubscriptionIndex
 from .patterns import Pattern, compile_pattern
 from .permissions import Gate
+from .presence import Publishers, caller_name
 from .replies import Responders
 from .routing import PLAIN, Options, Router
 from .users import User, UsersFileError, load_users
@@ -82,8 +85,9 @@ class EventService:
         self.index = SubscriptionIndex(*budgets)
         self.presence = SubscriptionIndex(*budgets)  # es.presence.* only
         self.dispatcher = Dispatcher(self.settings, self._subscriber_gone, self.instance_id,
-                                     on_closed=self._mailbox_closed)
-        self.responders = Responders(self.settings, self.dispatcher.where)
+                                     on_closed=self._mailbox_closed, reroute=self._reroute)
+        self.responders = Responders(self.settings, self.dispatcher.where, self.dispatcher.post)
+        self.publishers = Publishers(self._presence_event)  # its changed() is the daemon's on_hello
         self.router = Router(self.dispatcher.is_live)
         self.gate = gate
         if self.gate is not None:
@@ -174,21 +178,36 @@ class EventService:
         per_subscriber: Dict[Hashable, List[Queued]] = {}
         for subject, msg, when in events:
             route = route_of(subject)
-            keys = route.plain if route.simple else targets(route, msg)
+            picks: Optional[Dict[Hashable, str]] = {} if route.groups else None  # group members chosen
+            keys = route.plain if route.simple else targets(route, msg, picks)
             if not keys:
                 continue
             # packed once here when several subscribers take it, not once per subscriber later
-            item = (subject, msg, when, pack_event(subject, msg, when) if len(keys) > 1 else None)
+            item: Queued = (subject, msg, when, pack_event(subject, msg, when) if len(keys) > 1 else None, None)
             for key in keys:
+                mine = item if not picks or key not in picks else (*item[:4], picks[key])
                 queued = per_subscriber.get(key)
                 if queued is None:
-                    per_subscriber[key] = [item]
+                    per_subscriber[key] = [mine]
                 else:
-                    queued.append(item)
+                    queued.append(mine)
         post = self.dispatcher.post
         for key, queued in per_subscriber.items():
             post(key, queued)
         return len(per_subscriber)
+
+    def _reroute(self, items: List[Queued]) -> int:
+        """Group events whose member went: each to another live member of its group (the
+        gone one is out of the index by now); returns how many found one."""
+        moved = 0
+        for item in items:
+            subject, msg, group = item[0], item[1], item[4]
+            index = self.presence if subject.casefold().startswith(PRESENCE_PREFIX) else self.index
+            key = self.router.pick(index.route(subject), group, msg) if group is not None else None
+            if key is not None and self.dispatcher.has(key):
+                self.dispatcher.post(key, [item])
+                moved += 1
+        return moved
 
     def deliver_remote(self, events: Sequence[Item]) -> None:
         """Hand events that entered from elsewhere (another host) to local subscribers.
@@ -199,9 +218,28 @@ class EventService:
     @remote
     def request(self, subject: Any, message: Any = None, timeout: Any = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send a request on one subject and return the first answer of a responder (a
-        subscriber exposing ``respond(event)``); groups and filters choose who is asked.
-        Subscribers of the subject that are no responders get it as an ordinary event.
-        Raises ``TimeoutError`` naming the subject when no responder answers in time."""
+        subscriber exposing ``respond(event)``; None is an answer too); groups and filters
+        choose who is asked. Subscribers of the subject that are no responders get it as an
+        ordinary event. Raises ``TimeoutError`` naming the subject when no responder answers
+        in time, and ``RuntimeError`` naming the responder's error and its text when it raised."""
+        kind, value = self._ask(subject, message, timeout)
+        if kind == wire.FAILED:
+            raise RuntimeError(f"the responder to {subject!r} raised {value[0]}: {value[1]}")
+        return value
+
+    @remote
+    def requestPacked(self, data: Any) -> bytes:
+        """:meth:`request` with subject, message and timeout packed by
+        :func:`eventservice.wire.pack_request` (how the project's Publisher asks). Returns
+        the reply packed by :func:`eventservice.wire.pack_reply`: the answer, or the
+        responder's error as data. ValueError or TypeError for bytes that are no request."""
+        try:
+            request = wire.unpack_request(data)
+        except wire.WireError as exc:
+            raise ValueError(str(exc)) from None  # a built-in: every client can decode it
+        return wire.pack_reply(*self._ask(*request))
+
+    def _ask(self, subject: Any, message: Any, timeout: Any) -> wire.Reply:
         if not isinstance(subject, str):
             raise TypeError(f"subject must be a str, not {type(subject).__name__}")
         [subject] = self._publishable(subject)
@@ -216,8 +254,8 @@ class EventService:
         responders, others = self.responders.split(targets)
         post = self.dispatcher.post
         for key in others:
-            post(key, [(subject, message, now, None)])
-        return self.responders.ask(responders, {"subject": subject, "msg": message, "time": now}, timeout)
+            post(key, [(subject, message, now, None, None)])
+        return self.responders.ask(responders, (subject, message, now), timeout)
 
     # -- subscribing -------------------------------------------------------------------------
     @remote
@@ -284,11 +322,13 @@ class EventService:
                 return
             if self.gate is not None and user is not None:  # user is set whenever the gate is
                 self.gate.check_owner(user, key, "unsubscribe")
+            before, name = self._subscriptions_of(key), self.dispatcher.name_of(key)
             self.index.remove(key, names)
             self.presence.remove(key, names)
             announcement = self._after_change(key, had=True)
-        if announcement is not None:
-            self._announce(announcement, key, user=user)
+        if announcement is not None:  # "left" repeats what it held
+            self._announce(announcement, key, subscriptions=before if announcement == SUBSCRIBER_LEFT else None,
+                           user=user, name=name)
 
     def _change(self, key: str, subscriber: Proxy, change: Callable[[], Any], user: Optional[User] = None,
                 group: Optional[str] = None) -> None:
@@ -303,7 +343,7 @@ class EventService:
                 if self.gate is not None and user is not None:
                     self.gate.claim(user, key, group)
                     credentials = self.gate.credentials(user.name)
-                self.dispatcher.ensure(key, subscriber, credentials)
+                self.dispatcher.ensure(key, subscriber, credentials, caller_name())
                 try:
                     self._within_limit(key, change)
                 finally:
@@ -348,42 +388,52 @@ class EventService:
     def _subscriber_gone(self, key: str, reason: str) -> None:
         owner = None
         with self._changes:
-            subscriptions = self._subscriptions_of(key)
+            subscriptions, name = self._subscriptions_of(key), self.dispatcher.name_of(key)
             had = self.index.remove_subscriber(key) | self.presence.remove_subscriber(key)
-            self.dispatcher.discard(key)
+            held = self.dispatcher.discard(key)
             self.responders.forget(key)
             if self.gate is not None:
                 owner = self.gate.owner_of(key)
                 self.gate.release(key)
             if self.on_interest is not None:
                 self.on_interest(*self.index.interest())
+        self.dispatcher.settle(held)  # its group events to other members, without the lock
         if had:
             with self._counter_lock:
                 self.removed += 1
             log.warning("removed subscriber %s: %s", key, reason)
-            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions, owner=owner)
+            self._announce(SUBSCRIBER_REMOVED, key, reason=reason, subscriptions=subscriptions, owner=owner,
+                           name=name)
 
     # -- presence ----------------------------------------------------------------------------
     def _announce(self, subject: str, key: Optional[str] = None, reason: Optional[str] = None,
                   subscriptions: Optional[Dict[str, Any]] = None, user: Optional[User] = None,
-                  owner: Optional[str] = None) -> None:
-        """Publish a presence event (to presence subscribers only, never forwarded); with
-        users, it names the subscriber's user (``owner``, or the name of ``user``)."""
+                  owner: Optional[str] = None, name: Optional[str] = None) -> None:
+        """Publish a presence event about the service, or the subscriber ``key`` (its name and
+        subscriptions: now, or as given); with users, it names the subscriber's user
+        (``owner``, or the name of ``user``)."""
         owner = owner or (user.name if user is not None else None)
-        message = self._presence_message(key, reason, subscriptions, owner)
-        self._hand_off([(subject, message, time.time())], self.presence)
+        self._presence_event(subject, self._presence_fields(key, reason, subscriptions, owner, name))
 
-    def _presence_message(self, key: Optional[str], reason: Optional[str], subscriptions: Optional[Dict[str, Any]],
-                          owner: Optional[str]) -> Dict[str, Any]:
-        message: Dict[str, Any] = {"service": self.instance_id}
+    def _presence_fields(self, key: Optional[str], reason: Optional[str] = None,
+                         subscriptions: Optional[Dict[str, Any]] = None, owner: Optional[str] = None,
+                         name: Optional[str] = None) -> Dict[str, Any]:
+        """What a presence event says of subscriber ``key`` (nothing for the service itself)."""
+        fields: Dict[str, Any] = {}
         if key is not None:
-            message["subscriber"] = key
+            fields["subscriber"] = key
+            fields["name"] = name or self.dispatcher.name_of(key)
             if self.gate is not None:
-                message["user"] = owner
-            message.update(subscriptions if subscriptions is not None else self._subscriptions_of(key))
+                fields["user"] = owner
+            fields.update(subscriptions if subscriptions is not None else self._subscriptions_of(key))
         if reason is not None:
-            message["reason"] = reason
-        return message
+            fields["reason"] = reason
+        return fields
+
+    def _presence_event(self, subject: str, fields: Dict[str, Any]) -> None:
+        """Publish a presence event with ``fields`` and the service's id (to presence
+        subscribers only, never forwarded)."""
+        self._hand_off([(subject, {"service": self.instance_id, **fields}, time.time())], self.presence)
 
     def _subscriptions_of(self, key: str) -> Dict[str, List[str]]:
         subjects, patterns = self.index.subscriptions_of(key)
@@ -431,9 +481,10 @@ class EventService:
                 if revoked:
                     subscriptions = dict(self._subscriptions_of(key), revoked=revoked)
                     subject = SUBSCRIBER_CHANGED if self._holds(key) else SUBSCRIBER_REMOVED
-                    message = self._presence_message(key, reason(owner), subscriptions, owner)
+                    message = {"service": self.instance_id,
+                               **self._presence_fields(key, reason(owner), subscriptions, owner)}
                     if key not in self.presence.route(subject).keys:  # else it hears the announcement
-                        self.dispatcher.post(key, [(subject, message, time.time(), None)])
+                        self.dispatcher.post(key, [(subject, message, time.time(), None, None)])
                     self._after_change(key, had=True)
                     told.append((subject, key, owner, subscriptions))
         for subject, key, owner, subscriptions in told:

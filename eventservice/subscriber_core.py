@@ -10,7 +10,8 @@ service is asked for, what is unsubscribed when the last holder lets go, and wha
 again after a restart all come from that one set.
 
 A face gives the core two functions, called in the daemon's threads: ``deliver(events)``
-with each batch of events in order, and ``answer(event)`` for a request.
+with each batch of events in order, and ``answer(event)`` for a request (returning the
+answer, or :data:`~eventservice.handlers.NO_ANSWER` to leave it to others).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from Pyro5.client import Proxy
 
 from . import typed, wire
 from .auth import Authority, Credentials, OneUser
-from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER
+from .config import DEFAULT_CLIENT_TIMEOUT, DEFAULT_RECONNECT_CHECK, FAST_SERIALIZER, client_name
 from .daemon import GuardedDaemon
-from .errors import PermissionDenied
+from .errors import PermissionDenied, type_name
 from .event import Event
+from .handlers import NO_ANSWER
 from .link import RECONNECT_ERRORS, DisconnectCallback, ReconnectCallback, ServiceLink, call_back
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,22 @@ class Call(NamedTuple):
     method: str
     names: List[str]
     extras: Tuple[Any, ...]
+
+
+class Wanted(NamedTuple):
+    """What a handler or a subscription of a face asks for: ``names`` of ``kind``, a content
+    ``filter`` and a work-queue ``group`` (None: none), and whether it answers requests."""
+    kind: str
+    names: List[str]
+    filter: Any = None
+    group: Optional[str] = None
+    respond: bool = False
+
+    @property
+    def options(self) -> Optional[Options]:
+        """Its options at the service; None (whatever the other holders chose) without
+        filter and group."""
+        return None if self.filter is None and self.group is None else (self.group, self.filter)
 
 
 def _extras(options: Options) -> Tuple[Any, ...]:
@@ -72,18 +90,41 @@ def _calls(held: Iterable[Tuple[str, str, Options]]) -> List[Call]:
     return list(grouped.values())
 
 
+def combine(wanted: Iterable[Optional[Options]]) -> Options:
+    """The options of the one subscription at the service that serves holders wanting
+    ``wanted`` (None: whatever the others chose): the group they share, and no filter when
+    one of them wants every event, else any of their filters. ValueError for holders of
+    different groups."""
+    explicit = [options for options in wanted if options is not None]
+    if not explicit:
+        return PLAIN
+    groups = {group for group, _ in explicit}
+    if len(groups) > 1:
+        raise ValueError(f"a subscriber holds a subject or pattern in one group at most, not in "
+                         f"{sorted(groups, key=str)}")
+    group = groups.pop()
+    filters: List[Any] = []
+    for _, filter in explicit:
+        if filter is None:
+            return group, None
+        if filter not in filters:
+            filters.append(filter)
+    return group, filters[0] if len(filters) == 1 else ["or", *filters]
+
+
 @dataclass
 class Held:
-    """One subscription at the service: ``name`` as first given (a pattern's source),
-    its options, and who holds it."""
+    """One subscription at the service: ``name`` as first given (a pattern's source), who
+    holds it with which options (None: whatever the others chose), and the options the
+    service has, those combined (:func:`combine`)."""
     name: str
-    options: Options
-    holders: Set[Hashable] = field(default_factory=set)
+    holders: Dict[Hashable, Optional[Options]] = field(default_factory=dict)
+    options: Options = PLAIN
 
 
 class SubscriptionSet:
     """Every subscription one subscriber holds at the service: exact subjects by their
-    casefolded name, patterns by their source, each with its options and its holders.
+    casefolded name, patterns by their source, each with its holders and their options.
     No sockets; thread-safe."""
 
     def __init__(self) -> None:
@@ -97,48 +138,57 @@ class SubscriptionSet:
     def __bool__(self) -> bool:
         return bool(self._held)
 
-    def plan(self, kind: str, names: List[str], options: Optional[Options]) -> List[Call]:
-        """The calls that subscribe ``names``: with ``options``, or (None) each with the
-        options it is held with already (none for a new one)."""
-        if options is not None:
-            return [Call("subscribe" if kind == SUBJECT else "subscribeMatch", list(names), _extras(options))]
+    def plan(self, holder: Hashable, kind: str, names: List[str], options: Optional[Options]) -> List[Call]:
+        """The calls that subscribe ``names`` once ``holder`` holds them with ``options``
+        (None: whatever the others chose). ValueError when that would put one subscription
+        in two groups."""
         with self._lock:
-            found = [(kind, name, getattr(self._held.get(self._key(kind, name)), "options", PLAIN))
-                     for name in names]
+            found = []
+            for name in names:
+                entry = self._held.get(self._key(kind, name))
+                wanted = dict(entry.holders) if entry is not None else {}
+                wanted[holder] = options
+                found.append((kind, name, combine(wanted.values())))
         return _calls(found)
 
     def add(self, holder: Hashable, kind: str, names: Iterable[str], options: Optional[Options]) -> None:
-        """``holder`` holds ``names`` (of ``kind``); ``options`` replace theirs unless None."""
+        """``holder`` holds ``names`` (of ``kind``) with ``options`` (see :meth:`plan`)."""
         with self._lock:
             for name in names:
-                entry = self._held.setdefault(self._key(kind, name), Held(name, options or PLAIN))
-                if options is not None:
-                    entry.options = options
-                entry.holders.add(holder)
+                entry = self._held.setdefault(self._key(kind, name), Held(name))
+                entry.holders[holder] = options
+                entry.options = combine(entry.holders.values())
 
     def remove(self, holder: Hashable, names: Optional[Iterable[str]] = None) -> Tuple[List[str], List[Call]]:
         """``holder`` lets go of ``names`` (exact ones case-insensitive, patterns by their
         source), or of all it holds. Returns the strings to unsubscribe (those nobody holds
         any more) and the calls that subscribe again what is still held under one of them
-        (the service's unsubscribe takes a string as an exact subject and as a pattern)."""
+        (the service's unsubscribe takes a string as an exact subject and as a pattern) or
+        whose options changed with the holder gone."""
         with self._lock:
             if names is None:
                 keys = [key for key, entry in self._held.items() if holder in entry.holders]
             else:
                 keys = [self._key(kind, name) for name in names for kind in (SUBJECT, PATTERN)]
             gone: Dict[str, Set[str]] = {SUBJECT: set(), PATTERN: set()}
+            changed = set()
             for key in keys:
                 entry = self._held.get(key)
                 if entry is None or holder not in entry.holders:
                     continue
-                entry.holders.discard(holder)
+                del entry.holders[holder]
                 if not entry.holders:
                     del self._held[key]
                     gone[key[0]].add(entry.name)
+                    continue
+                options = combine(entry.holders.values())
+                if options != entry.options:
+                    entry.options = options
+                    changed.add(key)
             strings = sorted(gone[SUBJECT]) + sorted(gone[PATTERN])
             folded = {s.casefold() for s in strings}
             again = [(kind, entry.name, entry.options) for (kind, key), entry in self._held.items()
-                     if (key in folded if kind == SUBJECT else key in strings)]
+                     if (key in folded if kind == SUBJECT else key in strings) or (kind, key) in changed]
         return strings, _calls(again)
 
     def drop(self, names: Iterable[str]) -> None:
@@ -236,10 +286,20 @@ class Receiver:
         """Events packed by :func:`eventservice.wire.pack`, in order."""
         self.deliverEvents(wire.unpack(data))
 
-    def respond(self, request: Dict[str, Any]) -> Any:
-        """A request (subject, msg, time as a dict): the subscriber's answer, or None."""
-        event = Event(request["subject"], typed.decode(request["msg"]), request["time"])
-        return typed.encode(self._answer(event))
+    def respondPacked(self, data: bytes) -> bytes:
+        """A request packed by :func:`eventservice.wire.pack_request`: the reply, packed by
+        :func:`eventservice.wire.pack_reply`. The face's answer (None included), the error
+        it raised, or a pass when it returned :data:`~eventservice.handlers.NO_ANSWER` (it
+        is no responder for this request: the service sends it as an ordinary event)."""
+        subject, msg, when = wire.unpack_request(data)
+        try:
+            answer = self._answer(Event(subject, typed.decode(msg), when))
+            if answer is NO_ANSWER:
+                return wire.pack_reply(wire.PASSED)
+            return wire.pack_reply(wire.ANSWERED, typed.encode(answer))
+        except Exception as exc:
+            log.info("answering a request on %s raised %s: %s", subject, type(exc).__name__, exc)
+            return wire.pack_reply(wire.FAILED, (type_name(exc), str(exc)))
 
     def heartbeat(self, service_id: str) -> bool:
         """The service checks that this subscriber is alive."""
@@ -261,12 +321,13 @@ class SubscriberCore:
     ``on_reconnect(uri)`` (alternating, starting with ``on_disconnect``; what they raise is
     logged)."""
 
-    def __init__(self, credentials: Credentials, esURI: Any, *, deliver: Deliver, answer: Answer,
-                 on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
+    def __init__(self, credentials: Credentials, esURI: Any, *, name: Optional[str] = None, deliver: Deliver,
+                 answer: Answer, on_disconnect: DisconnectCallback, on_reconnect: ReconnectCallback) -> None:
         self.credentials = credentials
+        self.name = client_name(name)
         self._on_disconnect = on_disconnect
         self._on_reconnect = on_reconnect
-        self._link = ServiceLink(credentials, esURI, persistent=False)
+        self._link = ServiceLink(credentials, esURI, persistent=False, hello={"name": self.name})
         self.daemon = CallbackDaemon(authority=callback_authority(credentials))
         self._callback = Proxy(self.daemon.register(Receiver(deliver, answer)))  # it carries no secret
         self._callback._pyroHandshake = None
@@ -294,9 +355,10 @@ class SubscriberCore:
     # -- subscriptions ---------------------------------------------------------------------
     def subscribe(self, holder: Hashable, kind: str, names: List[str], options: Optional[Options] = None) -> None:
         """Subscribe ``names`` (of ``kind``: SUBJECT or PATTERN) for ``holder``, with
-        ``options`` (group, filter), or (None) with those each is held with already."""
+        ``options`` (group, filter), or (None) with those the other holders chose; the
+        service holds each name once, with its holders' options combined (:func:`combine`)."""
         with self.changes:
-            for call in self._set.plan(kind, names, options):
+            for call in self._set.plan(holder, kind, names, options):
                 self._link.call(call.method, call.names, self._callback, *call.extras)
             self._set.add(holder, kind, names, options)
             self._learn_service_id()
@@ -372,7 +434,7 @@ class SubscriberCore:
 
     # -- finding the service again ---------------------------------------------------------
     def _watch(self) -> None:
-        link = ServiceLink(self.credentials, self._link.esURI, persistent=False)
+        link = ServiceLink(self.credentials, self._link.esURI, persistent=False, hello=self._link.hello)
         while not self._closed.wait(DEFAULT_RECONNECT_CHECK):
             if not self._set:
                 continue

@@ -1,8 +1,9 @@
 """Typed events: instances of registered classes travel as themselves between eventservice clients.
 
 Register a class once, in the publisher and in every subscriber (``register_type(Quote)``,
-or ``@register_type`` on the class). Dataclasses need nothing else; any other class gives a
-``to_dict`` and a ``from_dict``.
+or ``@register_type`` on the class). Dataclasses and namedtuples need nothing else; any
+other class gives a ``to_dict`` and a ``from_dict``. (An unregistered namedtuple is a
+tuple, and arrives as a plain tuple.)
 
 On the wire a registered instance is a plain dict: its fields plus the key
 ``"__es_type__"`` (:data:`TYPE_KEY`) holding the registered name, with field values encoded
@@ -73,8 +74,9 @@ def register_type(cls: Optional[type] = None, name: Optional[str] = None, *, to_
     with or without arguments: ``@register_type`` or ``@register_type(name="quote")``).
 
     ``name`` (default: the class's ``__qualname__``) is what travels; publisher and
-    subscribers must register the class under the same name. A dataclass needs no more;
-    another class gives ``to_dict(obj) -> dict`` and ``from_dict(dict) -> obj``. Registering
+    subscribers must register the class under the same name. A dataclass or a namedtuple
+    needs no more; another class gives ``to_dict(obj) -> dict`` and ``from_dict(dict) ->
+    obj`` (often ``to_dict=vars, from_dict=lambda d: Cls(**d)``). Registering
     the same class again is harmless; a second class under a name already taken raises
     ``ValueError`` (pass ``name=`` to tell them apart). Thread-safe."""
     if cls is None:
@@ -88,9 +90,13 @@ def register_type(cls: Optional[type] = None, name: Optional[str] = None, *, to_
     if (to_dict is None) != (from_dict is None):
         raise TypeError("give both to_dict and from_dict, or neither (for a dataclass)")
     if to_dict is None:
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"{cls.__qualname__} is not a dataclass: give to_dict and from_dict")
-        to_dict, from_dict = _dataclass_codec(cls)
+        if _is_namedtuple(cls):
+            to_dict, from_dict = _namedtuple_codec(cls)
+        elif dataclasses.is_dataclass(cls):
+            to_dict, from_dict = _dataclass_codec(cls)
+        else:
+            raise TypeError(f"{cls.__qualname__} is not a dataclass nor a namedtuple: give to_dict and from_dict, "
+                            f"e.g. {_register_line(cls)}")
     assert from_dict is not None
     with _lock:
         taken = _by_name.get(name)
@@ -145,6 +151,30 @@ def _dataclass_codec(cls: type) -> Tuple[ToDict, FromDict]:
         return obj
 
     return to_dict, from_dict
+
+
+def _is_namedtuple(cls: type) -> bool:
+    return issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple) and hasattr(cls, "_asdict")
+
+
+def _namedtuple_codec(cls: Any) -> Tuple[ToDict, FromDict]:
+    fields = frozenset(cls._fields)
+
+    def to_dict(obj: Any) -> Dict[str, Any]:
+        return dict(obj._asdict())
+
+    def from_dict(data: Dict[str, Any]) -> Any:
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    return to_dict, from_dict
+
+
+def _register_line(cls: type) -> str:
+    """The line that registers ``cls`` (where its name is in scope)."""
+    name = cls.__qualname__
+    if dataclasses.is_dataclass(cls) or _is_namedtuple(cls):
+        return f"eventservice.register_type({name})"
+    return f"eventservice.register_type({name}, to_dict=vars, from_dict=lambda d: {name}(**d))"
 
 
 # -- encoding (publishers) ----------------------------------------------------------------------
@@ -225,14 +255,13 @@ def _check_sendable(value: Any) -> None:
         return
     if dataclasses.is_dataclass(value):
         raise TypeError(f"cannot publish a {t.__module__}.{t.__qualname__}: it is a dataclass nobody "
-                        f"registered; call eventservice.register_type({t.__qualname__}) in the publisher "
-                        f"and in the subscribers")
+                        f"registered; register it in the publisher and in every subscriber: {_register_line(t)}")
     if _known_to_serializer(t, value):
         _allowed[t] = True
         return
     raise TypeError(f"cannot publish a {t.__module__}.{t.__qualname__}: the Event Service could not decode "
-                    f"it; register it with eventservice.register_type({t.__qualname__}, to_dict=..., "
-                    f"from_dict=...), or send plain data (dict, list, str, numbers)")
+                    f"it; register it in the publisher and in every subscriber, e.g. {_register_line(t)} "
+                    f"(or send plain data: dict, list, str, numbers)")
 
 
 def _known_to_serializer(t: type, value: Any) -> bool:
@@ -243,6 +272,16 @@ def _known_to_serializer(t: type, value: Any) -> bool:
     if any(base in dispatch for base in t.__mro__):
         return True
     return any(isinstance(value, cls) for cls in _serpent.special_classes() + _pyro5.dict_classes())
+
+
+def type_name(msg: Any) -> Optional[str]:
+    """The registered name ``msg`` travels under: that of its class, or the name in its wire
+    dict (registered here or not); None for anything else."""
+    if type(msg) is dict:
+        name = msg.get(TYPE_KEY)
+        return name if type(name) is str else None
+    codec = _by_class.get(type(msg))
+    return None if codec is None else codec.name
 
 
 # -- decoding (subscribers) ---------------------------------------------------------------------

@@ -14,6 +14,10 @@ The forms:
 - **envelope** (one engine message of the backbone): origin, sequence number, a small dict
   of metadata and a delivery batch, optionally signed with HMAC-SHA256;
   :func:`pack_envelope` / :func:`unpack_envelope`.
+- **request** (the project's Publisher -> service -> the project's Subscriber): subject,
+  message and a number (the timeout, then the time); **reply** (back): an answer, an error
+  (its type name and text) or a pass (no responder for it); :func:`pack_request` /
+  :func:`unpack_request`, :func:`pack_reply` / :func:`unpack_reply`.
 - **Event dicts**: ``{"subject", "msg", "time"}``, what a client that never imported
   eventservice receives (:func:`event_dict`), and the same with the class tag Pyro5's
   serializers use for an ``Event`` (:func:`tagged_event_dict`); :func:`event_fields` checks
@@ -118,6 +122,35 @@ def loads(data: Any) -> Any:
         raise WireError(f"packed data is not valid: {type(exc).__name__}: {exc}"[:300]) from None
 
 
+def pack_value(value: Any) -> bytes:
+    """``value`` as bytes: msgpack when it can carry it, else Pyro5's serpent form (an
+    ``Event``, a ``datetime``...). TypeError when neither can."""
+    packed = dumps(value)
+    if packed is not None:
+        return _BODY_MSGPACK + packed
+    try:
+        serpent: bytes = _serpent().dumps(value)
+    except Exception as exc:
+        raise TypeError(f"cannot be sent: {type(exc).__name__}: {exc}"[:300]) from None
+    return _BODY_SERPENT + serpent
+
+
+def unpack_value(data: Any) -> Any:
+    """The value in bytes made by :func:`pack_value`; :class:`WireError` for anything else."""
+    data = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if not isinstance(data, bytes):
+        raise TypeError(f"packed data must be bytes, not {type(data).__name__}")
+    kind, body = data[:1], data[1:]
+    if kind == _BODY_MSGPACK:
+        return loads(body)
+    if kind == _BODY_SERPENT:
+        try:
+            return _serpent().loads(body)
+        except Exception as exc:
+            raise WireError(f"packed data is not valid: {type(exc).__name__}") from None
+    raise WireError("packed data is not valid: unknown form")
+
+
 # -- delivery batches ---------------------------------------------------------------------------
 def pack(items: Sequence[Item]) -> Optional[bytes]:
     """Events ``(subject, msg, time)`` as bytes, or None if a message cannot be packed."""
@@ -174,6 +207,48 @@ def unpack_publish(data: Any) -> List[Tuple[Any, Any]]:
     return list(zip(it, it))
 
 
+# -- requests and replies -----------------------------------------------------------------------
+ANSWERED, FAILED, PASSED = 0, 1, 2  # the kinds of reply: an answer, the responder's error, no responder
+Reply = Tuple[int, Any]  # (ANSWERED, answer) | (FAILED, (type name, text)) | (PASSED, None)
+
+
+def pack_request(subject: str, msg: Any, number: float) -> bytes:
+    """A request: its subject, message and a number (the requester's timeout, or the time
+    the service stamped). TypeError when the message cannot be sent."""
+    return pack_value([subject, msg, number])
+
+
+def unpack_request(data: Any) -> Tuple[str, Any, float]:
+    """(subject, msg, number) of a request; :class:`WireError` or TypeError for anything else."""
+    request = unpack_value(data)
+    if type(request) is not list or len(request) != 3 or type(request[0]) is not str \
+            or type(request[2]) not in (int, float):
+        raise WireError("a packed request is (subject: str, msg, number)")
+    return request[0], request[1], request[2]
+
+
+def pack_reply(kind: int, value: Any = None) -> bytes:
+    """A reply: ``(ANSWERED, answer)``, ``(FAILED, (type name, text))`` or ``(PASSED, None)``.
+    An answer that cannot be sent becomes a FAILED TypeError."""
+    try:
+        return pack_value([kind, value])
+    except TypeError as exc:
+        return pack_value([FAILED, ["TypeError", f"the answer {exc}"]])
+
+
+def unpack_reply(data: Any) -> Reply:
+    """(kind, value) of a reply, checked; :class:`WireError` or TypeError for anything else."""
+    reply = unpack_value(data)
+    if type(reply) is not list or len(reply) != 2 or reply[0] not in (ANSWERED, FAILED, PASSED):
+        raise WireError("a packed reply is (kind, value)")
+    kind, value = reply
+    if kind == FAILED:
+        if type(value) not in (list, tuple) or len(value) != 2 or not all(type(v) is str for v in value):
+            raise WireError("a packed error is (type name, text)")
+        value = (value[0][:200], value[1][:2000])
+    return kind, value
+
+
 # -- backbone envelopes -------------------------------------------------------------------------
 def envelope_key(secret: "str | bytes | None") -> Optional[bytes]:
     """The HMAC key for a backbone secret (``es --backbone-key``): a str is stretched to
@@ -192,15 +267,10 @@ def pack_envelope(origin: str, seq: int, items: Sequence[Item], key: "str | byte
     :func:`envelope_key`). The body is msgpack,
     or Pyro5's serpent form when a message needs it (an ``Event``, a ``datetime``...); None
     when neither can carry it."""
-    envelope = [origin, seq, meta or {}, list(chain.from_iterable(items))]
-    body = dumps(envelope)
-    if body is not None:
-        body = _BODY_MSGPACK + body
-    else:
-        try:
-            body = _BODY_SERPENT + _serpent().dumps(envelope)
-        except Exception:
-            return None
+    try:
+        body = pack_value([origin, seq, meta or {}, list(chain.from_iterable(items))])
+    except TypeError:
+        return None
     key = envelope_key(key)
     if key is None:
         return _ENVELOPE + _NO_MAC + body
@@ -233,16 +303,7 @@ def unpack_envelope(data: Any, key: "str | bytes | None" = None) -> Tuple[str, i
         body = data[3:]
     else:
         raise WireError("not an envelope")
-    kind, body = body[:1], body[1:]
-    if kind == _BODY_MSGPACK:
-        envelope = loads(body)
-    elif kind == _BODY_SERPENT:
-        try:
-            envelope = _serpent().loads(body)
-        except Exception as exc:
-            raise WireError(f"envelope body is not valid: {type(exc).__name__}") from None
-    else:
-        raise WireError("not an envelope")
+    envelope = unpack_value(body)
     if type(envelope) not in (list, tuple) or len(envelope) != 4:
         raise WireError("not an envelope")
     origin, seq, meta, flat = envelope

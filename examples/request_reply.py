@@ -11,7 +11,8 @@ from eventservice import NoResponderError, Publisher, Subscriber
 
 
 class Doubler(Subscriber):
-    """A responder: whatever respond() returns is the answer (None: no answer)."""
+    """A responder: whatever respond() returns is the answer (None too); what it raises
+    reaches the requester as a RemoteError."""
 
     def respond(self, event):
         return event.msg * 2

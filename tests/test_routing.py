@@ -83,3 +83,17 @@ def test_route_is_a_frozen_value():
     with pytest.raises(AttributeError):
         route.plain = frozenset()  # type: ignore[misc]
     assert NOWHERE.keys == frozenset() and NOWHERE.simple
+
+
+def test_group_picks_are_told_and_a_group_member_can_be_picked_again(index):
+    index.add_subjects("w1", ["jobs"], options("crew"))
+    index.add_subjects("w2", ["jobs"], options("crew", [">", "size", 5]))
+    index.add_subjects("audit", ["jobs"])
+    router, route = Router(), index.route("jobs")
+    picks = {}
+    targets = router.targets(route, {"size": 1}, picks)
+    assert targets == {"w1", "audit"} and picks == {"w1": "crew"}
+    index.remove_subscriber("w1")  # gone: its event goes to a member still there, if its filter passes
+    assert router.pick(index.route("jobs"), "crew", {"size": 9}) == "w2"
+    assert router.pick(index.route("jobs"), "crew", {"size": 1}) is None
+    assert router.pick(index.route("jobs"), "other", {"size": 9}) is None

@@ -411,7 +411,7 @@ def test_publisher_request_and_subscriber_respond(es, make_subscriber):
     clock = make_subscriber(cls=Clock)
     clock.subscribe("time.NOW")
     handlers_only = make_subscriber()
-    handlers_only.on("time.echo", lambda event: f"echo {event.msg}")
+    handlers_only.on("time.echo", lambda event: f"echo {event.msg}", respond=True)
     with Publisher() as client:
         assert client.request("TIME.now", 7) == {"asked": 7, "subject": "TIME.now"}
         assert client.request("time.echo", "hi", timeout=3) == "echo hi"

@@ -2,8 +2,9 @@
 
 The answer is MESSAGE (``{request}``, ``{count}`` and ``{time}`` filled in), the output of
 ``--command`` (run by the shell with the request's message on stdin and ``ES_SUBJECT`` in
-its environment), or else the request's message itself. Each request is printed like an
-event of ``es listen`` unless ``--quiet``."""
+its environment), or else the request's message itself. A ``--command`` that fails or
+takes too long sends the requester an error saying so (a ``RemoteError``). Each request is
+printed like an event of ``es listen`` unless ``--quiet``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 from typing import Any
 
 from ..event import Event
+from ..handlers import NO_ANSWER
 from . import connect
 from .formats import message_text
 from .listen import ShellSubscriber
@@ -36,7 +38,7 @@ class Replier(ShellSubscriber):
 
     def respond(self, event: Event) -> Any:
         if not self.show(event):
-            return None
+            return NO_ANSWER  # past --count: left to other responders
         return self.answer(event, self.seq)
 
     def answer(self, event: Event, seq: int) -> Any:
@@ -54,12 +56,12 @@ class Replier(ShellSubscriber):
                                   capture_output=True, timeout=COMMAND_TIMEOUT,
                                   env={**os.environ, "ES_SUBJECT": event.subject})
         except subprocess.TimeoutExpired:
-            note(f"--command took longer than {COMMAND_TIMEOUT:g}s: no answer sent", "warning")
-            return None
+            note(f"--command took longer than {COMMAND_TIMEOUT:g}s: the requester is told", "warning")
+            raise RuntimeError(f"es reply: --command took longer than {COMMAND_TIMEOUT:g}s") from None
         if done.returncode != 0:
             why = decode(done.stderr) if done.stderr else b""
-            note(f"--command failed (exit {done.returncode}): no answer sent. {why!s:.200}", "warning")
-            return None
+            note(f"--command failed (exit {done.returncode}): the requester is told. {why!s:.200}", "warning")
+            raise RuntimeError(f"es reply: --command failed (exit {done.returncode}) {why!s:.200}")
         return parse(decode(done.stdout), self.args.json)
 
 
